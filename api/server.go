@@ -1,0 +1,116 @@
+// Package api is the bridge's HTTP API: health, readiness and (with the
+// command publisher) the command routes.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// Config is the HTTP server configuration.
+type Config struct {
+	Addr string `env:"HTTP_ADDR" envDefault:":8080" desc:"listen address of the HTTP API"`
+}
+
+// ReadyFunc reports nil when a part of the bridge is ready, else why not.
+type ReadyFunc func() error
+
+// Deps are what the handlers call. Nil fields disable their routes.
+type Deps struct {
+	Log *slog.Logger
+	// Ready maps a part name (mqtt, backbone) to its readiness check.
+	Ready map[string]ReadyFunc
+}
+
+// NewHandler wires every route in one place.
+func NewHandler(d Deps) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", healthz)
+	mux.Handle("GET /readyz", readyz(d.Ready))
+	return mux
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+type readyBody struct {
+	Status  string            `json:"status"`
+	Reasons map[string]string `json:"reasons,omitempty"`
+}
+
+// readyz is 200 when every part is ready, else 503 with each part's reason.
+func readyz(checks map[string]ReadyFunc) http.Handler {
+	names := make([]string, 0, len(checks))
+	for n := range checks {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		body := readyBody{Status: "ready"}
+		for _, n := range names {
+			if err := checks[n](); err != nil {
+				if body.Reasons == nil {
+					body.Reasons = map[string]string{}
+				}
+				body.Reasons[n] = err.Error()
+			}
+		}
+		if body.Reasons != nil {
+			body.Status = "not ready"
+			writeJSON(w, http.StatusServiceUnavailable, body)
+			return
+		}
+		writeJSON(w, http.StatusOK, body)
+	})
+}
+
+// Server is the HTTP server with the timeouts a public endpoint needs.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+	log *slog.Logger
+}
+
+// Listen binds addr now, so a port in use fails at start with a clear error.
+func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("HTTP_ADDR %s: %w", addr, err)
+	}
+	return &Server{
+		ln:  ln,
+		log: log,
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 5 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      60 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		},
+	}, nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Serve blocks until Shutdown; it never returns http.ErrServerClosed.
+func (s *Server) Serve() error {
+	s.log.Info("HTTP API listening", "addr", s.Addr())
+	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve HTTP: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops accepting requests and waits for those in progress.
+func (s *Server) Shutdown(ctx context.Context) error {
+	return s.srv.Shutdown(ctx)
+}

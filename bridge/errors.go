@@ -1,0 +1,20 @@
+package bridge
+
+import "errors"
+
+// ErrInvalidID means an org or node ID breaks the ID rule: 1 to 64
+// characters of A-Z a-z 0-9 _ -. Such an ID never reaches a topic, subject
+// or key; an event that carries one is dead-lettered.
+var ErrInvalidID = errors.New("invalid id")
+
+// ErrPermanent marks a write that can never succeed as it is (a message over
+// the backbone's size limit, a header the backbone cannot carry). A sink
+// wraps it; the worker then dead-letters the message instead of retrying.
+var ErrPermanent = errors.New("permanent write error")
+
+// ErrNotConnected means the MQTT connection needed for the operation is down.
+// Callers retry later; over HTTP it is a 503.
+var ErrNotConnected = errors.New("mqtt not connected")
+
+// ErrClosed means the component was shut down; nothing new is accepted.
+var ErrClosed = errors.New("closed")

@@ -1,0 +1,184 @@
+package bridge
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Header names set on every forwarded message (DESIGN.md). Sinks add their
+// own deduplication header (Nats-Msg-Id or Nr-Msg-Id) from Message.MsgID.
+const (
+	HeaderTopic          = "Nr-Topic"
+	HeaderOrg            = "Nr-Org"
+	HeaderNode           = "Nr-Node"
+	HeaderKind           = "Nr-Kind"
+	HeaderReceivedAt     = "Nr-Received-At"
+	HeaderContentType    = "Content-Type"
+	HeaderCorrelation    = "Nr-Correlation-Data"
+	HeaderCorrelationEnc = "Nr-Correlation-Data-Encoding"
+	HeaderError          = "Nr-Error"
+	HeaderSubject        = "Nr-Subject"
+)
+
+// MsgIDProperty is the MQTT v5 user property whose value becomes the
+// backbone's deduplication ID.
+const MsgIDProperty = "msg_id"
+
+// maxHeaderValueLen bounds what a user property may carry into a header.
+const maxHeaderValueLen = 4096
+
+// Property is one MQTT v5 user property.
+type Property struct {
+	Name, Value string
+}
+
+// Message is one event or reply on its way from MQTT to a sink. The payload
+// is never modified. A message with DeadLetter set goes to the dead-letter
+// subject or topic instead of its stream, with DeadLetter as the reason.
+type Message struct {
+	Topic           string
+	Org, Node       string // as read from the topic; may be invalid when DeadLetter is set
+	Kind            Kind
+	Payload         []byte
+	ReceivedAt      time.Time
+	ContentType     string
+	CorrelationData []byte
+	Properties      []Property // user properties, minus msg_id and reserved Nr- names
+	MsgID           string     // user property msg_id, "" when absent
+	DeadLetter      string     // the reason, one line, when the message is rejected
+}
+
+// NewMessage builds the message for an MQTT publish on topic. A topic with an
+// invalid ID, or user properties a backbone header cannot carry, give a
+// message marked for the dead-letter subject with the reason; it is never
+// dropped.
+func NewMessage(topic string, payload []byte, receivedAt time.Time, contentType string, correlation []byte, props []Property) *Message {
+	m := &Message{
+		Topic:           topic,
+		Payload:         payload,
+		ReceivedAt:      receivedAt,
+		ContentType:     contentType,
+		CorrelationData: correlation,
+	}
+	t, err := ParseNodeTopic(topic)
+	m.Org, m.Node, m.Kind = t.Org, t.Node, t.Kind
+	if err != nil {
+		m.DeadLetter = err.Error()
+		if m.Kind != KindReply {
+			m.Kind = KindEvents
+		}
+	}
+	if !printableHeaderValue(contentType) {
+		m.setDeadLetter(fmt.Sprintf("content type %q is not printable UTF-8", contentType))
+		m.ContentType = ""
+	}
+	for _, p := range props {
+		switch {
+		case p.Name == MsgIDProperty:
+			if !printableHeaderValue(p.Value) || strings.ContainsAny(p.Value, " ") {
+				m.setDeadLetter(fmt.Sprintf("user property msg_id %q is not a printable token", p.Value))
+				continue
+			}
+			m.MsgID = p.Value
+		case len(p.Name) >= 3 && strings.EqualFold(p.Name[:3], "nr-"):
+			// Reserved for the bridge's own headers: dropped so a node
+			// cannot forge Nr-Org or Nr-Topic.
+		case !validHeaderName(p.Name):
+			m.setDeadLetter(fmt.Sprintf("user property name %q cannot be a header name", p.Name))
+		case !printableHeaderValue(p.Value):
+			m.setDeadLetter(fmt.Sprintf("user property %q has a value that is not printable UTF-8 (or over %d bytes)", p.Name, maxHeaderValueLen))
+		default:
+			m.Properties = append(m.Properties, p)
+		}
+	}
+	return m
+}
+
+func (m *Message) setDeadLetter(reason string) {
+	if m.DeadLetter == "" {
+		m.DeadLetter = reason
+	}
+}
+
+// Headers calls set for every header of the forwarded message, in a fixed
+// order: the Nr- headers, Content-Type, correlation data, user properties,
+// and for a dead letter Nr-Error. Values are safe for NATS and Kafka headers
+// except Nr-Topic, Nr-Org and Nr-Node of a dead letter, which are quoted when
+// not printable.
+func (m *Message) Headers(set func(name, value string)) {
+	set(HeaderTopic, headerSafe(m.Topic))
+	if m.Org != "" {
+		set(HeaderOrg, headerSafe(m.Org))
+	}
+	if m.Node != "" {
+		set(HeaderNode, headerSafe(m.Node))
+	}
+	set(HeaderKind, string(m.Kind))
+	set(HeaderReceivedAt, m.ReceivedAt.UTC().Format(time.RFC3339Nano))
+	if m.ContentType != "" {
+		set(HeaderContentType, m.ContentType)
+	}
+	if m.CorrelationData != nil {
+		if s := string(m.CorrelationData); printableHeaderValue(s) {
+			set(HeaderCorrelation, s)
+		} else {
+			set(HeaderCorrelation, base64.StdEncoding.EncodeToString(m.CorrelationData))
+			set(HeaderCorrelationEnc, "base64")
+		}
+	}
+	for _, p := range m.Properties {
+		set(p.Name, p.Value)
+	}
+	if m.DeadLetter != "" {
+		set(HeaderError, headerSafe(m.DeadLetter))
+	}
+}
+
+// headerSafe returns s when it is printable, else its Go-quoted form, so that
+// what a node sent is still visible in a dead letter's headers.
+func headerSafe(s string) string {
+	if printableHeaderValue(s) {
+		return s
+	}
+	q := fmt.Sprintf("%+q", s)
+	if len(q) > maxHeaderValueLen {
+		q = q[:maxHeaderValueLen]
+	}
+	return q
+}
+
+// printableHeaderValue reports whether s is valid UTF-8 with no control
+// characters (CR and LF would end a NATS header line) and fits a header.
+func printableHeaderValue(s string) bool {
+	if len(s) > maxHeaderValueLen || !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110), the common
+// ground of NATS and Kafka header names.
+func validHeaderName(s string) bool {
+	if s == "" || len(s) > 256 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' {
+			continue
+		}
+		if !strings.ContainsRune("!#$%&'*+-.^_`|~", rune(c)) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,223 @@
+package bridge
+
+import (
+	crand "crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// MQTTConfig is the MQTT side of the bridge: the broker, the identity and the
+// session every connection (workers and the command publisher) uses. Field
+// defaults are in the envDefault tags; DefaultClientID fills ClientID.
+type MQTTConfig struct {
+	URL      string `env:"MQTT_URL" envDefault:"tcp://localhost:1883" desc:"broker URL: tcp:// (or mqtt://) for plain TCP, ssl:// (or tls://, mqtts://) for TLS"`
+	ClientID string `env:"MQTT_CLIENT_ID" desc:"base client ID; workers use <id>-w<n>, the command publisher <id>-pub. Must be stable per replica and unique across replicas (default nr-control-<hostname>)"`
+	Username string `env:"MQTT_USERNAME" desc:"username for CONNECT"`
+	Password string `env:"MQTT_PASSWORD" desc:"password for CONNECT" secret:"true"`
+	CAFile   string `env:"MQTT_CA_FILE" desc:"PEM CA bundle that signs the broker's certificate (default: system roots)"`
+	CertFile string `env:"MQTT_CERT_FILE" desc:"PEM client certificate for mTLS (with MQTT_KEY_FILE)"`
+	KeyFile  string `env:"MQTT_KEY_FILE" desc:"PEM client key for mTLS (with MQTT_CERT_FILE)"`
+	OrgID    string `env:"ORG_ID" desc:"scope the bridge to one organization: subscribe to org/<ORG_ID>/... only and refuse commands for other orgs"`
+
+	ShareGroup     string        `env:"MQTT_SHARE_GROUP" envDefault:"nr-listeners" desc:"shared subscription group every replica's workers join"`
+	Workers        int           `env:"MQTT_WORKERS" envDefault:"2" desc:"worker connections per replica (1 to 64)"`
+	SessionExpiry  time.Duration `env:"MQTT_SESSION_EXPIRY" envDefault:"10m" desc:"how long the broker keeps a disconnected worker's session and its queued share of messages (0 to 136y; 0 = session ends at disconnect)"`
+	KeepAlive      time.Duration `env:"MQTT_KEEPALIVE" envDefault:"30s" desc:"MQTT keepalive"`
+	ConnectTimeout time.Duration `env:"MQTT_CONNECT_TIMEOUT" envDefault:"10s" desc:"timeout of one connection attempt"`
+	ReconnectMin   time.Duration `env:"MQTT_RECONNECT_MIN" envDefault:"500ms" desc:"first reconnect delay (never zero), doubled per failed attempt"`
+	ReconnectMax   time.Duration `env:"MQTT_RECONNECT_MAX" envDefault:"30s" desc:"longest reconnect delay"`
+	MaxInflight    int           `env:"MQTT_MAX_INFLIGHT" envDefault:"1000" desc:"un-acked messages a worker holds at most (also sent as Receive Maximum)"`
+	AckInterval    time.Duration `env:"MQTT_ACK_INTERVAL" envDefault:"10ms" desc:"how often a worker sends the PUBACKs of written messages"`
+	PublishTimeout time.Duration `env:"MQTT_PUBLISH_TIMEOUT" envDefault:"10s" desc:"how long the command publisher waits for a PUBACK"`
+}
+
+// DefaultClientID is the client ID used when MQTT_CLIENT_ID is not set:
+// nr-control-<hostname>, which is stable across restarts of a pod in a
+// StatefulSet or of a container with a fixed hostname, so a restarted
+// replica resumes its session and gets its queued share back. Without a
+// hostname it falls back to a random suffix.
+func DefaultClientID() string {
+	if h, err := os.Hostname(); err == nil && h != "" {
+		var b strings.Builder
+		for _, r := range h {
+			if r < 0x21 || r > 0x7e || r == '+' || r == '#' || r == '/' {
+				r = '-'
+			}
+			b.WriteRune(r)
+		}
+		return "nr-control-" + b.String()
+	}
+	var buf [4]byte
+	_, _ = crand.Read(buf[:])
+	return "nr-control-" + hex.EncodeToString(buf[:])
+}
+
+// Validate checks the fields against each other; errors name the variable.
+func (c *MQTTConfig) Validate() error {
+	u, err := url.Parse(c.URL)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("MQTT_URL %q: want scheme://host:port, e.g. tcp://localhost:1883", c.URL)
+	}
+	tlsScheme := false
+	switch strings.ToLower(u.Scheme) {
+	case "tcp", "mqtt":
+	case "ssl", "tls", "mqtts":
+		tlsScheme = true
+	default:
+		return fmt.Errorf("MQTT_URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", c.URL)
+	}
+	if !tlsScheme && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != "") {
+		return fmt.Errorf("MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE need a TLS MQTT_URL (ssl://, tls:// or mqtts://), got %q", c.URL)
+	}
+	if (c.CertFile == "") != (c.KeyFile == "") {
+		return fmt.Errorf("MQTT_CERT_FILE and MQTT_KEY_FILE must be set together")
+	}
+	if c.ClientID == "" || len(c.ClientID) > 200 || strings.ContainsAny(c.ClientID, "+#/ ") {
+		return fmt.Errorf("MQTT_CLIENT_ID %q: want 1 to 200 characters without + # / or spaces", c.ClientID)
+	}
+	if c.ShareGroup == "" || strings.ContainsAny(c.ShareGroup, "+#/") {
+		return fmt.Errorf("MQTT_SHARE_GROUP %q: must be non-empty without + # /", c.ShareGroup)
+	}
+	if c.OrgID != "" && !ValidID(c.OrgID) {
+		return fmt.Errorf("ORG_ID %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", c.OrgID)
+	}
+	if c.Workers < 1 || c.Workers > 64 {
+		return fmt.Errorf("MQTT_WORKERS must be between 1 and 64, got %d", c.Workers)
+	}
+	if c.SessionExpiry < 0 || c.SessionExpiry > time.Duration(^uint32(0))*time.Second {
+		return fmt.Errorf("MQTT_SESSION_EXPIRY must be between 0s and %ds, got %s", ^uint32(0), c.SessionExpiry)
+	}
+	if c.KeepAlive < time.Second || c.KeepAlive > 65535*time.Second {
+		return fmt.Errorf("MQTT_KEEPALIVE must be between 1s and 65535s, got %s", c.KeepAlive)
+	}
+	if c.ReconnectMin <= 0 || c.ReconnectMax < c.ReconnectMin {
+		return fmt.Errorf("MQTT_RECONNECT_MIN must be > 0 and <= MQTT_RECONNECT_MAX, got %s and %s", c.ReconnectMin, c.ReconnectMax)
+	}
+	if c.ConnectTimeout <= 0 {
+		return fmt.Errorf("MQTT_CONNECT_TIMEOUT must be > 0, got %s", c.ConnectTimeout)
+	}
+	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
+		return fmt.Errorf("MQTT_MAX_INFLIGHT must be between 1 and 65535, got %d", c.MaxInflight)
+	}
+	if c.AckInterval < time.Millisecond || c.AckInterval > time.Second {
+		return fmt.Errorf("MQTT_ACK_INTERVAL must be between 1ms and 1s, got %s", c.AckInterval)
+	}
+	if c.PublishTimeout <= 0 {
+		return fmt.Errorf("MQTT_PUBLISH_TIMEOUT must be > 0, got %s", c.PublishTimeout)
+	}
+	return nil
+}
+
+// TLSConfig loads the CA and client certificate files; nil for a plain TCP
+// URL. The server name is left empty so the TLS dialer takes it from the
+// URL's host and verifies the broker's certificate against it.
+func (c *MQTTConfig) TLSConfig() (*tls.Config, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, fmt.Errorf("MQTT_URL: %w", err)
+	}
+	switch strings.ToLower(u.Scheme) {
+	case "ssl", "tls", "mqtts":
+	default:
+		return nil, nil
+	}
+	return LoadTLSConfig("MQTT", c.CAFile, c.CertFile, c.KeyFile)
+}
+
+// LoadTLSConfig builds a client TLS config (TLS 1.2 minimum) from PEM files.
+// prefix names the variables in errors (prefix_CA_FILE, ...), so a missing
+// or unreadable file fails at start saying which setting is wrong.
+func LoadTLSConfig(prefix, caFile, certFile, keyFile string) (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s_CA_FILE: %w", prefix, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s_CA_FILE %s: no PEM certificate found", prefix, caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("%s_CERT_FILE/%s_KEY_FILE: %w", prefix, prefix, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
+}
+
+// Backoff returns a reconnect delay for attempt n (0-based): min doubled per
+// attempt up to max, with up to 20% jitter, and never zero. autopaho's own
+// backoffs return 0 for the first attempt after a dropped connection, which
+// turns a broker that accepts and then kicks a client into a reconnect storm.
+func Backoff(min, max time.Duration) func(int) time.Duration {
+	return func(attempt int) time.Duration {
+		d := min
+		for i := 0; i < attempt && d < max; i++ {
+			d *= 2
+		}
+		if d > max {
+			d = max
+		}
+		d += time.Duration(rand.Int64N(int64(d)/5 + 1))
+		return d
+	}
+}
+
+// clientConfig is the autopaho configuration shared by the workers and the
+// publisher; the caller sets the handlers.
+func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.Logger) (autopaho.ClientConfig, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return autopaho.ClientConfig{}, fmt.Errorf("MQTT_URL: %w", err)
+	}
+	tlsCfg, err := c.TLSConfig()
+	if err != nil {
+		return autopaho.ClientConfig{}, err
+	}
+	expiry := uint32(c.SessionExpiry / time.Second)
+	cfg := autopaho.ClientConfig{
+		ServerUrls:                    []*url.URL{u},
+		TlsCfg:                        tlsCfg,
+		KeepAlive:                     uint16(c.KeepAlive / time.Second),
+		CleanStartOnInitialConnection: false,
+		SessionExpiryInterval:         expiry,
+		ReconnectBackoff:              Backoff(c.ReconnectMin, c.ReconnectMax),
+		ConnectTimeout:                c.ConnectTimeout,
+		ConnectUsername:               c.Username,
+		ConnectPassword:               []byte(c.Password),
+		Errors:                        slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		PahoErrors:                    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		ConnectPacketBuilder: func(p *paho.Connect, _ *url.URL) (*paho.Connect, error) {
+			if p.Properties == nil {
+				p.Properties = &paho.ConnectProperties{}
+			}
+			rm := receiveMax
+			p.Properties.ReceiveMaximum = &rm
+			return p, nil
+		},
+		ClientConfig: paho.ClientConfig{
+			ClientID:      clientID,
+			PacketTimeout: c.PublishTimeout,
+		},
+	}
+	if c.Password == "" {
+		cfg.ConnectPassword = nil
+	}
+	return cfg, nil
+}

@@ -1,0 +1,67 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+)
+
+// Receiver is the set of worker connections of one replica.
+type Receiver struct {
+	workers []*Worker
+}
+
+// NewReceiver creates cfg.Workers workers writing to sink.
+func NewReceiver(cfg *MQTTConfig, sink Sink, log *slog.Logger) *Receiver {
+	r := &Receiver{}
+	for i := 1; i <= cfg.Workers; i++ {
+		r.workers = append(r.workers, NewWorker(i, cfg, sink, log))
+	}
+	return r
+}
+
+// Workers returns the workers, for readiness and metrics.
+func (r *Receiver) Workers() []*Worker { return r.workers }
+
+// Start starts every worker's connection loop.
+func (r *Receiver) Start(ctx context.Context) error {
+	for _, w := range r.workers {
+		if err := w.Start(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Ready returns nil when every worker is connected and subscribed, else an
+// error naming the workers that are not.
+func (r *Receiver) Ready() error {
+	var down []string
+	for _, w := range r.workers {
+		if !w.Ready() {
+			down = append(down, w.ClientID())
+		}
+	}
+	if len(down) > 0 {
+		return fmt.Errorf("mqtt workers not connected: %s", strings.Join(down, ", "))
+	}
+	return nil
+}
+
+// Stop stops all workers in parallel; see Worker.Stop.
+func (r *Receiver) Stop(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(r.workers))
+	for i, w := range r.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = w.Stop(ctx)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

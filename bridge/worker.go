@@ -1,0 +1,336 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
+)
+
+// Write retry backoff while the backbone refuses: 100 ms doubling to 5 s.
+const (
+	retryMin = 100 * time.Millisecond
+	retryMax = 5 * time.Second
+)
+
+// Worker is one MQTT connection in the shared subscription: it receives
+// events and replies, writes them to the sink and acknowledges each message
+// only after the sink confirmed the write. It holds at most MaxInflight
+// un-acked messages; when that many are waiting for the backbone it stops
+// reading, and the broker stops sending.
+type Worker struct {
+	id       int
+	clientID string
+	cfg      *MQTTConfig
+	sink     Sink
+	log      *slog.Logger
+	filters  []string
+
+	ctx    context.Context // cancelled by Stop once in-flight work is done or timed out
+	cancel context.CancelFunc
+	cm     *autopaho.ConnectionManager
+
+	slots chan struct{} // one token per un-acked message
+	stop  chan struct{} // closed when intake stops
+
+	mu       sync.Mutex
+	stopping bool
+	inflight int
+	idle     *sync.Cond              // signalled when inflight drops to 0
+	retries  map[*flight]*time.Timer // writes waiting for their next attempt
+
+	subscribed atomic.Bool
+	connWG     sync.WaitGroup // subscribe goroutines
+	lastWarn   atomic.Int64   // unix nanos of the last write-failure WARN
+}
+
+// flight is one received message from read to ack.
+type flight struct {
+	w       *Worker
+	m       *Message
+	pr      paho.PublishReceived
+	attempt int
+}
+
+// NewWorker creates worker id (1-based); Start connects it.
+func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger) *Worker {
+	w := &Worker{
+		id:       id,
+		clientID: fmt.Sprintf("%s-w%d", cfg.ClientID, id),
+		cfg:      cfg,
+		sink:     sink,
+		filters:  SubscriptionFilters(cfg.ShareGroup, cfg.OrgID),
+		slots:    make(chan struct{}, cfg.MaxInflight),
+		stop:     make(chan struct{}),
+		retries:  make(map[*flight]*time.Timer),
+	}
+	w.log = log.With("component", "worker", "worker", id, "client_id", w.clientID)
+	w.idle = sync.NewCond(&w.mu)
+	return w
+}
+
+// ClientID is the worker's MQTT client ID, <MQTT_CLIENT_ID>-w<n>.
+func (w *Worker) ClientID() string { return w.clientID }
+
+// Ready reports whether the worker is connected and subscribed.
+func (w *Worker) Ready() bool { return w.subscribed.Load() }
+
+// Inflight is the number of messages received and not yet acknowledged.
+func (w *Worker) Inflight() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.inflight
+}
+
+// Start opens the connection in the background; autopaho reconnects with
+// the configured backoff until Stop. It fails only on a bad configuration.
+func (w *Worker) Start(ctx context.Context) error {
+	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	rm := uint16(w.cfg.MaxInflight)
+	cc, err := w.cfg.clientConfig(w.clientID, rm, w.log)
+	if err != nil {
+		return err
+	}
+	cc.EnableManualAcknowledgment = true
+	cc.SendAcksInterval = w.cfg.AckInterval
+	cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){w.onPublish}
+	cc.OnConnectionUp = w.onConnectionUp
+	cc.OnConnectionDown = func() bool {
+		w.subscribed.Store(false)
+		w.log.Warn("MQTT connection lost")
+		return true
+	}
+	cc.OnConnectError = func(err error) {
+		w.log.Warn("MQTT connection attempt failed", "url", w.cfg.URL, "err", err)
+	}
+	cm, err := autopaho.NewConnection(w.ctx, cc)
+	if err != nil {
+		w.cancel()
+		return fmt.Errorf("worker %s: %w", w.clientID, err)
+	}
+	w.cm = cm
+	return nil
+}
+
+func (w *Worker) onConnectionUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
+	w.log.Info("MQTT connection established", "url", w.cfg.URL, "session_present", ca.SessionPresent)
+	// Subscribing blocks until SUBACK, and OnConnectionUp must not block.
+	w.connWG.Add(1)
+	go func() {
+		defer w.connWG.Done()
+		w.subscribe(cm)
+	}()
+}
+
+func (w *Worker) subscribe(cm *autopaho.ConnectionManager) {
+	sub := &paho.Subscribe{}
+	for _, f := range w.filters {
+		sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 1})
+	}
+	backoff := Backoff(w.cfg.ReconnectMin, w.cfg.ReconnectMax)
+	for attempt := 0; w.ctx.Err() == nil; attempt++ {
+		ctx, cancel := context.WithTimeout(w.ctx, w.cfg.PublishTimeout)
+		ack, err := cm.Subscribe(ctx, sub)
+		cancel()
+		if err == nil || ack != nil {
+			failed := 0
+			for i, rc := range ackReasons(ack) {
+				// 0x91 (packet identifier in use) comes from brokers such as
+				// mochi that check SUBSCRIBE IDs against their own in-flight
+				// IDs after a session resume; the session kept the
+				// subscription, so it is not fatal.
+				if rc >= 0x80 && rc != 0x91 {
+					failed++
+					w.log.Error("MQTT subscription refused", "topic", w.filters[i], "reason_code", rc)
+				}
+			}
+			if failed == 0 {
+				w.subscribed.Store(true)
+				w.log.Info("MQTT subscribed", "topics", w.filters)
+				return
+			}
+		} else {
+			if errors.Is(err, autopaho.ConnectionDownError) {
+				return // the next OnConnectionUp subscribes again
+			}
+			w.log.Warn("MQTT subscribe failed", "err", err, "attempt", attempt)
+		}
+		select {
+		case <-time.After(backoff(attempt)):
+		case <-w.ctx.Done():
+		}
+	}
+}
+
+func ackReasons(a *paho.Suback) []byte {
+	if a == nil {
+		return nil
+	}
+	return a.Reasons
+}
+
+// onPublish runs on paho's single delivery goroutine. Blocking here while
+// every slot is taken is the bridge's backpressure.
+func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
+	select {
+	case w.slots <- struct{}{}:
+	case <-w.stop:
+		return true, nil // not acked: the broker redelivers it to this session
+	}
+	w.mu.Lock()
+	if w.stopping {
+		w.mu.Unlock()
+		<-w.slots
+		return true, nil
+	}
+	w.inflight++
+	w.mu.Unlock()
+
+	p := pr.Packet
+	var contentType string
+	var corr []byte
+	var props []Property
+	if p.Properties != nil {
+		contentType, corr = p.Properties.ContentType, p.Properties.CorrelationData
+		if n := len(p.Properties.User); n > 0 {
+			props = make([]Property, n)
+			for i, u := range p.Properties.User {
+				props[i] = Property{Name: u.Key, Value: u.Value}
+			}
+		}
+	}
+	m := NewMessage(p.Topic, p.Payload, time.Now(), contentType, corr, props)
+	if m.DeadLetter != "" {
+		w.log.Warn("dead-lettering message", "topic", headerSafe(m.Topic), "reason", m.DeadLetter)
+	} else if w.log.Enabled(w.ctx, slog.LevelDebug) {
+		w.log.Debug("message received", "topic", m.Topic, "bytes", len(m.Payload))
+	}
+	f := &flight{w: w, m: m, pr: pr}
+	w.sink.Write(w.ctx, m, f.done)
+	return true, nil
+}
+
+// done is the sink's completion callback: ack on success, dead-letter on a
+// permanent error, otherwise retry with backoff while the message stays
+// un-acked.
+func (f *flight) done(err error) {
+	w := f.w
+	if err == nil {
+		if aerr := f.pr.Client.Ack(f.pr.Packet); aerr != nil && !errors.Is(aerr, paho.ErrManualAcknowledgmentDisabled) {
+			// The connection that delivered it is gone; the broker resends
+			// it (DUP) on the new one, and that copy is written and acked.
+			w.log.Debug("ack after reconnect not possible", "topic", f.m.Topic, "err", aerr)
+		}
+		w.release()
+		return
+	}
+	if w.ctx.Err() != nil {
+		w.release() // shutting down: not acked, redelivered to this session later
+		return
+	}
+	if errors.Is(err, ErrPermanent) && f.m.DeadLetter == "" {
+		f.m.DeadLetter = err.Error()
+		w.log.Warn("dead-lettering message", "topic", f.m.Topic, "reason", f.m.DeadLetter)
+		w.sink.Write(w.ctx, f.m, f.done)
+		return
+	}
+	f.attempt++
+	now := time.Now().UnixNano()
+	if last := w.lastWarn.Load(); now-last > int64(5*time.Second) && w.lastWarn.CompareAndSwap(last, now) {
+		w.log.Warn("backbone write failed, retrying", "topic", f.m.Topic, "attempt", f.attempt, "err", err)
+	}
+	w.mu.Lock()
+	if w.ctx.Err() != nil {
+		w.mu.Unlock()
+		w.release()
+		return
+	}
+	w.retries[f] = time.AfterFunc(Backoff(retryMin, retryMax)(f.attempt-1), f.retry)
+	w.mu.Unlock()
+}
+
+func (f *flight) retry() {
+	w := f.w
+	w.mu.Lock()
+	_, pending := w.retries[f]
+	delete(w.retries, f)
+	w.mu.Unlock()
+	if !pending {
+		return // Stop took it over
+	}
+	w.sink.Write(w.ctx, f.m, f.done)
+}
+
+func (w *Worker) release() {
+	<-w.slots
+	w.mu.Lock()
+	w.inflight--
+	if w.inflight == 0 {
+		w.idle.Broadcast()
+	}
+	w.mu.Unlock()
+}
+
+// Stop stops intake, waits until every in-flight message is written and its
+// PUBACK sent (or ctx ends; what is left is not acked and the broker
+// redelivers it), then disconnects cleanly so the broker keeps the session.
+func (w *Worker) Stop(ctx context.Context) error {
+	if w.cm == nil {
+		return nil
+	}
+	w.mu.Lock()
+	if !w.stopping {
+		w.stopping = true
+		close(w.stop)
+	}
+	w.mu.Unlock()
+
+	waited := make(chan struct{})
+	go func() {
+		w.mu.Lock()
+		for w.inflight > 0 && w.ctx.Err() == nil {
+			w.idle.Wait()
+		}
+		w.mu.Unlock()
+		close(waited)
+	}()
+	select {
+	case <-waited:
+		// paho sends manual acks on its ticker: give it two ticks.
+		select {
+		case <-time.After(2 * w.cfg.AckInterval):
+		case <-ctx.Done():
+		}
+	case <-ctx.Done():
+		w.log.Warn("shutdown timeout: messages left un-acked for redelivery", "inflight", w.Inflight())
+	}
+
+	w.mu.Lock()
+	w.cancel()
+	for f, t := range w.retries {
+		if t.Stop() {
+			delete(w.retries, f)
+			defer w.release()
+		}
+	}
+	w.idle.Broadcast()
+	w.mu.Unlock()
+	<-waited
+
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	err := w.cm.Disconnect(dctx)
+	w.connWG.Wait()
+	w.subscribed.Store(false)
+	if err != nil {
+		return fmt.Errorf("disconnect %s: %w", w.clientID, err)
+	}
+	w.log.Info("MQTT disconnected")
+	return nil
+}

@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+)
+
+// backbone is one streaming backbone as run uses it: the sink the workers
+// write to, and its readiness. Each backbone's wiring lives in its own file
+// (backbone_nats.go, ...).
+type backbone interface {
+	Sink() bridge.Sink
+	// Ready returns nil while the backbone connection is up.
+	Ready() error
+	// Close flushes the sink (after the workers stopped) and closes the
+	// connection.
+	Close(ctx context.Context) error
+}
+
+// openBackbone connects the configured backbone. It blocks until the
+// backbone is reachable and set up, or ctx ends.
+func openBackbone(ctx context.Context, cfg *Config, log *slog.Logger) (backbone, error) {
+	switch cfg.Backbone {
+	case "nats":
+		return openNATS(ctx, cfg, log)
+	default:
+		return nil, fmt.Errorf("BACKBONE %q: not supported", cfg.Backbone)
+	}
+}

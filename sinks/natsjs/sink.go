@@ -1,0 +1,234 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+)
+
+// Header names specific to this sink.
+const (
+	// HeaderMsgID is JetStream's deduplication header, set from the MQTT v5
+	// user property msg_id.
+	HeaderMsgID = jetstream.MsgIDHeader
+	// HeaderOriginalSize is set on a dead letter whose payload was cut to fit
+	// the server's maximum message size; it holds the original length.
+	HeaderOriginalSize = "Nr-Original-Size"
+)
+
+// Sink is the JetStream sink. It is safe for concurrent use.
+type Sink struct {
+	cfg Config
+	nc  *nats.Conn
+	js  jetstream.JetStream
+	log *slog.Logger
+
+	window  chan struct{} // one token per publish awaiting its PubAck
+	pending chan pending  // futures in publish order, read by the ack loop
+
+	mu     sync.RWMutex
+	closed bool
+	done   chan struct{} // closed when the ack loop has resolved everything
+}
+
+type pending struct {
+	fut  jetstream.PubAckFuture
+	done func(error)
+}
+
+// New returns a sink on nc. With ManageStreams it creates or updates the
+// streams, retrying while the server is unreachable until ctx ends; a
+// refusal from the server (bad config, JetStream disabled) is returned.
+func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sink, error) {
+	js, err := jetstream.New(nc,
+		jetstream.WithPublishAsyncMaxPending(cfg.PublishWindow),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	s := &Sink{
+		cfg:     cfg,
+		nc:      nc,
+		js:      js,
+		log:     log.With("component", "sink", "backbone", "nats"),
+		window:  make(chan struct{}, cfg.PublishWindow),
+		pending: make(chan pending, cfg.PublishWindow),
+		done:    make(chan struct{}),
+	}
+	if err := s.setup(ctx); err != nil {
+		return nil, err
+	}
+	go s.ackLoop()
+	return s, nil
+}
+
+// JetStream returns the JetStream context, shared with the commands source.
+func (s *Sink) JetStream() jetstream.JetStream { return s.js }
+
+func (s *Sink) setup(ctx context.Context) error {
+	backoff := bridge.Backoff(500*time.Millisecond, 10*time.Second)
+	for attempt := 0; ; attempt++ {
+		err := s.ensureStreams(ctx)
+		if err == nil {
+			return nil
+		}
+		if !Transient(err) {
+			return err
+		}
+		s.log.Warn("JetStream not reachable yet, retrying", "err", err, "attempt", attempt)
+		select {
+		case <-time.After(backoff(attempt)):
+		case <-ctx.Done():
+			return fmt.Errorf("set up streams: %w (last error: %v)", ctx.Err(), err)
+		}
+	}
+}
+
+func (s *Sink) ensureStreams(ctx context.Context) error {
+	for _, sc := range s.cfg.streamConfigs() {
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var err error
+		if s.cfg.ManageStreams {
+			err = EnsureStream(cctx, s.js, sc, s.log)
+		} else {
+			err = CheckStream(cctx, s.js, sc.Name)
+		}
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Transient reports whether err means "server not reachable (yet)" (a
+// timeout, no responders, a reconnecting connection) rather than a refusal
+// from the server, which is worth stopping for.
+func Transient(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return false
+	}
+	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false
+	}
+	return true
+}
+
+// Ready returns nil while the NATS connection is up.
+func (s *Sink) Ready() error {
+	if st := s.nc.Status(); st != nats.CONNECTED {
+		return fmt.Errorf("nats %s", st)
+	}
+	return nil
+}
+
+// Write publishes m asynchronously; see bridge.Sink.
+func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
+	select {
+	case s.window <- struct{}{}:
+	case <-ctx.Done():
+		done(ctx.Err())
+		return
+	}
+	msg := s.natsMsg(m)
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		<-s.window
+		done(bridge.ErrClosed)
+		return
+	}
+	var opts []jetstream.PublishOpt
+	if m.MsgID != "" {
+		opts = append(opts, jetstream.WithMsgID(m.MsgID))
+	}
+	fut, err := s.js.PublishMsgAsync(msg, opts...)
+	if err != nil {
+		s.mu.RUnlock()
+		<-s.window
+		done(s.classify(m, err))
+		return
+	}
+	s.pending <- pending{fut: fut, done: func(err error) { done(s.classify(m, err)) }}
+	s.mu.RUnlock()
+}
+
+// ackLoop resolves futures in publish order. Every future resolves: with a
+// PubAck, an error, or the publish-ack timeout.
+func (s *Sink) ackLoop() {
+	defer close(s.done)
+	for p := range s.pending {
+		select {
+		case <-p.fut.Ok():
+			p.done(nil)
+		case err := <-p.fut.Err():
+			p.done(err)
+		}
+		<-s.window
+	}
+}
+
+// classify marks size errors permanent so the worker dead-letters the
+// message instead of retrying it forever.
+func (s *Sink) classify(m *bridge.Message, err error) error {
+	if err == nil {
+		return nil
+	}
+	var apiErr *jetstream.APIError
+	if errors.Is(err, nats.ErrMaxPayload) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum) {
+		return fmt.Errorf("publish %s: message of %d bytes too large for the server: %w", s.subject(m), len(m.Payload), bridge.ErrPermanent)
+	}
+	return fmt.Errorf("publish %s: %w", s.subject(m), err)
+}
+
+func (s *Sink) subject(m *bridge.Message) string {
+	if m.DeadLetter != "" {
+		return bridge.DeadLetterSubject(s.cfg.SubjectPrefix, string(m.Kind))
+	}
+	return bridge.NodeTopic{Org: m.Org, Node: m.Node, Kind: m.Kind}.Subject(s.cfg.SubjectPrefix)
+}
+
+func (s *Sink) natsMsg(m *bridge.Message) *nats.Msg {
+	h := make(nats.Header, 8+len(m.Properties))
+	m.Headers(func(k, v string) { h[k] = append(h[k], v) })
+	data := m.Payload
+	if m.DeadLetter != "" {
+		// A dead letter keeps its payload, cut to fit when the message was
+		// rejected for its size, so the dead-letter write itself succeeds.
+		if max := s.nc.MaxPayload() - 8192; max > 0 && int64(len(data)) > max {
+			h[HeaderOriginalSize] = []string{strconv.Itoa(len(data))}
+			data = data[:max]
+		}
+	}
+	return &nats.Msg{Subject: s.subject(m), Header: h, Data: data}
+}
+
+// Close stops intake and waits (until ctx ends) for every pending publish to
+// resolve, so written messages are still acknowledged to MQTT. It does not
+// close the NATS connection, which the caller owns and drains.
+func (s *Sink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		close(s.pending)
+	}
+	s.mu.Unlock()
+	select {
+	case <-s.done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("close jetstream sink: %w", ctx.Err())
+	}
+}
