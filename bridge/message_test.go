@@ -1,0 +1,116 @@
+package bridge
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func headersOf(m *Message) [][2]string {
+	var out [][2]string
+	m.Headers(func(k, v string) { out = append(out, [2]string{k, v}) })
+	return out
+}
+
+func TestMessageHeaders(t *testing.T) {
+	at := time.Date(2026, 11, 25, 10, 0, 0, 123456789, time.FixedZone("x", 3600))
+	m := NewMessage("org/o1/node/n1/events", []byte("p"), at, "application/json", []byte("corr-1"), []Property{
+		{"msg_id", "m-1"},
+		{"site", "paris"},
+		{"Nr-Org", "forged"},
+		{"nr-topic", "forged"},
+		{"site", "lyon"},
+	})
+	if m.DeadLetter != "" {
+		t.Fatalf("DeadLetter = %q", m.DeadLetter)
+	}
+	if m.MsgID != "m-1" {
+		t.Fatalf("MsgID = %q", m.MsgID)
+	}
+	want := [][2]string{
+		{"Nr-Topic", "org/o1/node/n1/events"},
+		{"Nr-Org", "o1"},
+		{"Nr-Node", "n1"},
+		{"Nr-Kind", "events"},
+		{"Nr-Received-At", "2026-11-25T09:00:00.123456789Z"},
+		{"Content-Type", "application/json"},
+		{"Nr-Correlation-Data", "corr-1"},
+		{"site", "paris"},
+		{"site", "lyon"},
+	}
+	got := headersOf(m)
+	if len(got) != len(want) {
+		t.Fatalf("headers = %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("header %d = %v, want %v (all %v)", i, got[i], want[i], got)
+		}
+	}
+}
+
+func TestMessageBinaryCorrelationData(t *testing.T) {
+	m := NewMessage("org/o1/node/n1/reply", nil, time.Unix(0, 0), "", []byte{0xff, 0x00, 0x01}, nil)
+	got := headersOf(m)
+	var corr, enc string
+	for _, h := range got {
+		switch h[0] {
+		case HeaderCorrelation:
+			corr = h[1]
+		case HeaderCorrelationEnc:
+			enc = h[1]
+		case HeaderContentType:
+			t.Fatalf("empty content type must not be a header")
+		}
+	}
+	if corr != "/wAB" || enc != "base64" {
+		t.Fatalf("correlation = %q encoding = %q, want /wAB base64", corr, enc)
+	}
+}
+
+func TestMessageDeadLetters(t *testing.T) {
+	tests := []struct {
+		name       string
+		topic      string
+		props      []Property
+		wantKind   Kind
+		wantReason string
+	}{
+		{"invalid org", "org/bad.org/node/n1/events", nil, KindEvents, `org id "bad.org": invalid id`},
+		{"invalid node on reply", "org/o1/node/n$1/reply", nil, KindReply, `node id "n$1": invalid id`},
+		{"invalid utf8 property", "org/o1/node/n1/events", []Property{{"k", "a\xffb"}}, KindEvents, `user property "k" has a value that is not printable UTF-8`},
+		{"newline in property", "org/o1/node/n1/events", []Property{{"k", "a\r\nInjected: 1"}}, KindEvents, `user property "k"`},
+		{"bad property name", "org/o1/node/n1/events", []Property{{"a b:c", "v"}}, KindEvents, `user property name "a b:c" cannot be a header name`},
+		{"bad msg_id", "org/o1/node/n1/events", []Property{{"msg_id", "a\nb"}}, KindEvents, "msg_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := NewMessage(tt.topic, []byte("x"), time.Now(), "", nil, tt.props)
+			if !strings.Contains(m.DeadLetter, tt.wantReason) {
+				t.Fatalf("DeadLetter = %q, want it to contain %q", m.DeadLetter, tt.wantReason)
+			}
+			if m.Kind != tt.wantKind {
+				t.Fatalf("Kind = %q, want %q", m.Kind, tt.wantKind)
+			}
+			for _, h := range headersOf(m) {
+				if !printableHeaderValue(h[1]) {
+					t.Fatalf("header %s=%q is not printable", h[0], h[1])
+				}
+			}
+			last := headersOf(m)[len(headersOf(m))-1]
+			if last[0] != HeaderError {
+				t.Fatalf("last header %v, want Nr-Error", last)
+			}
+		})
+	}
+}
+
+func BenchmarkNewMessageHeaders(b *testing.B) {
+	props := []Property{{"msg_id", "o1.n1.42"}, {"fw", "1.2.3"}}
+	payload := make([]byte, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		m := NewMessage("org/o1/node/n1/events", payload, time.Now(), "application/json", []byte("c"), props)
+		m.Headers(func(k, v string) {})
+	}
+}
