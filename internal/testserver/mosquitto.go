@@ -1,0 +1,446 @@
+package testserver
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Default Mosquitto limits. Mosquitto's own defaults (20 in flight, 1000
+// queued per client) silently drop QoS 1 messages under test load
+// (FIELD-NOTES §2), so tests get generous ones unless they ask otherwise.
+const (
+	DefaultMosquittoMaxInflight = 1000
+	DefaultMosquittoMaxQueued   = 100000
+)
+
+// stopGrace is how long Stop waits after SIGTERM before it sends SIGKILL.
+const stopGrace = 10 * time.Second
+
+// MosquittoOptions configures StartMosquitto. The zero value is a broker
+// with one plain listener on a free port of 127.0.0.1, anonymous access, no
+// persistence and the Default* limits above.
+type MosquittoOptions struct {
+	// Port is the plain MQTT listener port on 127.0.0.1; 0 picks a free one.
+	Port int
+
+	// MaxInflightMessages is max_inflight_messages, also the Receive
+	// Maximum Mosquitto advertises in CONNACK. 0 means
+	// DefaultMosquittoMaxInflight; -1 writes 0, Mosquitto's "no maximum".
+	MaxInflightMessages int
+
+	// MaxQueuedMessages is max_queued_messages per client. 0 means
+	// DefaultMosquittoMaxQueued; -1 writes 0, Mosquitto's "no maximum".
+	MaxQueuedMessages int
+
+	// Persistence turns on `persistence true` with the database in the
+	// test's temp dir, kept across Stop/Kill and Restart. Mosquitto writes
+	// it on SIGTERM (Stop) and every autosave_interval (default 1800 s), so
+	// Kill loses what changed since the last save, as a crash would.
+	Persistence bool
+
+	// TLS, when set, adds a second listener on 127.0.0.1:TLSPort serving
+	// TLS with these files. The server certificate must cover localhost
+	// (see CA.ServerTLS).
+	TLS *ServerTLS
+
+	// TLSPort is the TLS listener port; 0 picks a free one. Ignored
+	// without TLS.
+	TLSPort int
+
+	// ExtraConfig lines are appended verbatim at the end of the config
+	// file. Listener-scoped options there apply to the last listener: the
+	// TLS one when TLS is set, else the plain one.
+	ExtraConfig []string
+
+	// Verbose sets `log_type all` (every packet) instead of errors,
+	// warnings, notices and information.
+	Verbose bool
+}
+
+// Mosquitto is a mosquitto broker process started by StartMosquitto. Its
+// methods are safe for concurrent use.
+type Mosquitto struct {
+	t        testing.TB
+	dir      string
+	confPath string
+	logPath  string
+	port     int
+	tlsPort  int
+	tls      bool
+	proc     *process
+}
+
+// StartMosquitto writes a config file into a new t.TempDir, starts the
+// mosquitto binary (from PATH, else /usr/sbin/mosquitto) and returns once
+// every listener accepts TCP connections (at most 10 s). It fails the test
+// if the binary is missing or the broker does not come up; a cleanup kills
+// the broker and, if the test failed, logs the last 50 lines of its log.
+func StartMosquitto(t testing.TB, opts MosquittoOptions) *Mosquitto {
+	t.Helper()
+	bin := findBinary(t, "mosquitto", "mosquitto")
+	dir := t.TempDir()
+	m := &Mosquitto{
+		t:        t,
+		dir:      dir,
+		confPath: filepath.Join(dir, "mosquitto.conf"),
+		logPath:  filepath.Join(dir, "mosquitto.log"),
+		tls:      opts.TLS != nil,
+	}
+	m.proc = &process{name: "mosquitto", bin: bin, args: []string{"-c", m.confPath}, logPath: m.logPath}
+	logTailOnFailure(t, "mosquitto", m.logPath)
+	t.Cleanup(m.Kill)
+
+	// A port picked by FreePort can be taken before mosquitto binds it;
+	// then mosquitto exits and we try other ports.
+	autoPorts := opts.Port == 0 && (opts.TLS == nil || opts.TLSPort == 0)
+	if opts.Persistence {
+		if err := os.Mkdir(filepath.Join(dir, "data"), 0o700); err != nil {
+			t.Fatalf("testserver: mosquitto persistence dir: %v", err)
+		}
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		m.port, m.tlsPort = opts.Port, opts.TLSPort
+		if err = m.pickPorts(); err != nil {
+			break
+		}
+		if err = os.WriteFile(m.confPath, []byte(mosquittoConfig(opts, dir, m.port, m.tlsPort)), 0o600); err != nil {
+			break
+		}
+		err = m.start()
+		if err == nil || !autoPorts || !errors.Is(err, errExited) || attempt == 3 {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("testserver: start mosquitto: %v\nlast lines of %s:\n%s", err, m.logPath, tailFile(m.logPath, logTailLines))
+	}
+	return m
+}
+
+func (m *Mosquitto) pickPorts() error {
+	var err error
+	if m.port == 0 {
+		if m.port, err = freePort(); err != nil {
+			return err
+		}
+	}
+	for m.tls && (m.tlsPort == 0 || m.tlsPort == m.port) {
+		if m.tlsPort, err = freePort(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// mosquittoConfig renders the config file for the given ports.
+func mosquittoConfig(opts MosquittoOptions, dir string, port, tlsPort int) string {
+	limit := func(v, def int) int {
+		switch {
+		case v == 0:
+			return def
+		case v < 0:
+			return 0
+		}
+		return v
+	}
+	var b strings.Builder
+	line := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
+	line("# generated by internal/testserver")
+	if os.Geteuid() == 0 {
+		// As root, mosquitto would switch to the "mosquitto" user and
+		// could no longer write the root-owned temp dir.
+		line("user root")
+	}
+	line("allow_anonymous true")
+	line("max_inflight_messages %d", limit(opts.MaxInflightMessages, DefaultMosquittoMaxInflight))
+	line("max_queued_messages %d", limit(opts.MaxQueuedMessages, DefaultMosquittoMaxQueued))
+	line("log_dest stderr")
+	if opts.Verbose {
+		line("log_type all")
+	} else {
+		for _, lt := range []string{"error", "warning", "notice", "information"} {
+			line("log_type %s", lt)
+		}
+	}
+	line("log_timestamp true")
+	line("log_timestamp_format %%Y-%%m-%%dT%%H:%%M:%%S")
+	line("connection_messages true")
+	if opts.Persistence {
+		line("persistence true")
+		line("persistence_location %s/", filepath.Join(dir, "data"))
+	} else {
+		line("persistence false")
+	}
+	line("listener %d 127.0.0.1", port)
+	if opts.TLS != nil {
+		line("listener %d 127.0.0.1", tlsPort)
+		line("cafile %s", opts.TLS.CAFile)
+		line("certfile %s", opts.TLS.CertFile)
+		line("keyfile %s", opts.TLS.KeyFile)
+		line("require_certificate %t", opts.TLS.RequireClientCert)
+	}
+	for _, l := range opts.ExtraConfig {
+		line("%s", l)
+	}
+	return b.String()
+}
+
+// start launches the process and waits until every listener accepts TCP.
+func (m *Mosquitto) start() error {
+	exited, err := m.proc.start()
+	if err != nil {
+		return err
+	}
+	for _, addr := range m.addrs() {
+		if err := waitTCP(addr, startTimeout, exited); err != nil {
+			m.proc.kill()
+			return err
+		}
+	}
+	return stillRunning(exited)
+}
+
+func (m *Mosquitto) addrs() []string {
+	a := []string{m.Addr()}
+	if m.tls {
+		a = append(a, net.JoinHostPort("127.0.0.1", strconv.Itoa(m.tlsPort)))
+	}
+	return a
+}
+
+// URL returns the plain listener's URL, tcp://127.0.0.1:port, as autopaho
+// expects it.
+func (m *Mosquitto) URL() string { return "tcp://" + m.Addr() }
+
+// TLSURL returns ssl://localhost:port for the TLS listener, or "" when the
+// broker has no TLS listener. It names localhost so that certificate
+// verification uses the DNS SAN.
+func (m *Mosquitto) TLSURL() string {
+	if !m.tls {
+		return ""
+	}
+	return "ssl://" + net.JoinHostPort("localhost", strconv.Itoa(m.tlsPort))
+}
+
+// Addr returns the plain listener's address, 127.0.0.1:port, for net.Dial.
+func (m *Mosquitto) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(m.port)) }
+
+// Port returns the plain listener's port. It stays the same across Restart.
+func (m *Mosquitto) Port() int { return m.port }
+
+// TLSPort returns the TLS listener's port, or 0 without TLS.
+func (m *Mosquitto) TLSPort() int { return m.tlsPort }
+
+// LogPath returns the broker's log file. It collects the output of every
+// run, each headed by a "testserver: starting" line, so tests may grep it.
+func (m *Mosquitto) LogPath() string { return m.logPath }
+
+// Stop sends SIGTERM, letting Mosquitto save its persistence database, and
+// waits for the process to exit (SIGKILL after 10 s). It is a no-op when
+// the broker is not running.
+func (m *Mosquitto) Stop() { m.proc.stop(m.t, stopGrace) }
+
+// Kill sends SIGKILL and waits for the process to exit, like a crash: no
+// persistence save, no DISCONNECT to clients. It is a no-op when the broker
+// is not running.
+func (m *Mosquitto) Kill() { m.proc.kill() }
+
+// Restart stops the broker if it is running (SIGTERM, like Stop) and starts
+// it again with the same config, ports and persistence directory, returning
+// once every listener accepts TCP. It fails the test if the broker does not
+// come back within 10 s. Call it from the test goroutine.
+func (m *Mosquitto) Restart() {
+	m.t.Helper()
+	m.Stop()
+	if err := m.start(); err != nil {
+		m.t.Fatalf("testserver: restart mosquitto: %v\nlast lines of %s:\n%s", err, m.logPath, tailFile(m.logPath, logTailLines))
+	}
+}
+
+// findBinary returns the path of the named program, looked up in PATH and
+// then in /usr/sbin, or fails the test naming the Debian package to install.
+func findBinary(t testing.TB, name, pkg string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	p := filepath.Join("/usr/sbin", name)
+	if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+		return p
+	}
+	t.Fatalf("testserver: %s binary not found in PATH or at %s; integration tests need it: apt-get install %s", name, p, pkg)
+	return ""
+}
+
+// process is one child process at a time of a server binary, restartable,
+// with stdout and stderr appended to logPath. Its methods are safe for
+// concurrent use; mu is held for a whole start or stop.
+type process struct {
+	name    string
+	bin     string
+	args    []string
+	logPath string
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait returned
+	paused bool
+}
+
+// start launches the binary; the returned channel is closed when it exits.
+// It fails if the process is already running.
+func (p *process) start() (<-chan struct{}, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.runningLocked() {
+		return nil, fmt.Errorf("%s is already running (pid %d)", p.name, p.cmd.Process.Pid)
+	}
+	f, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(f, "==== testserver: starting %s %s at %s\n", p.bin, strings.Join(p.args, " "), time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(p.bin, p.args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	// Kill the child if the test binary dies (e.g. go test -timeout),
+	// when no cleanup runs.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err = cmd.Start()
+	f.Close() // the child has its own copy
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", p.bin, err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	p.cmd, p.exited, p.paused = cmd, exited, false
+	return exited, nil
+}
+
+func (p *process) runningLocked() bool {
+	if p.cmd == nil {
+		return false
+	}
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop sends SIGTERM (and SIGCONT if paused, or the signal stays pending)
+// and waits up to grace before it sends SIGKILL.
+func (p *process) stop(t testing.TB, grace time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.runningLocked() {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	if p.paused {
+		_ = p.cmd.Process.Signal(syscall.SIGCONT)
+		p.paused = false
+	}
+	select {
+	case <-p.exited:
+	case <-time.After(grace):
+		t.Errorf("testserver: %s did not exit %v after SIGTERM; sending SIGKILL", p.name, grace)
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+	}
+}
+
+// kill sends SIGKILL and waits for the exit.
+func (p *process) kill() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.runningLocked() {
+		return
+	}
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+	p.paused = false
+}
+
+// signal sends sig to the running process and records SIGSTOP/SIGCONT.
+func (p *process) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.runningLocked() {
+		return fmt.Errorf("%s is not running", p.name)
+	}
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		return err
+	}
+	switch sig {
+	case syscall.SIGSTOP:
+		p.paused = true
+		return waitStopped(p.cmd.Process.Pid, true)
+	case syscall.SIGCONT:
+		p.paused = false
+		return waitStopped(p.cmd.Process.Pid, false)
+	}
+	return nil
+}
+
+// waitStopped polls /proc until every thread of pid is stopped (or none
+// is): signal delivery is asynchronous, and a server must not answer a
+// request after Pause returned.
+func waitStopped(pid int, stopped bool) error {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		all, none, err := threadsStopped(pid)
+		if err != nil {
+			return err
+		}
+		if (stopped && all) || (!stopped && none) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pid %d: threads not %s after 5s", pid, map[bool]string{true: "stopped", false: "running"}[stopped])
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// threadsStopped reports whether all and whether none of the threads of pid
+// are in state T (stopped) or t (traced).
+func threadsStopped(pid int) (all, none bool, err error) {
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(stats) == 0 {
+		return false, false, fmt.Errorf("pid %d: no threads in /proc: %v", pid, err)
+	}
+	all, none = true, true
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue // thread exited
+		}
+		// Format: pid (comm) state ...; comm may hold spaces and parens.
+		rest := string(b[strings.LastIndexByte(string(b), ')')+1:])
+		fields := strings.Fields(rest)
+		if len(fields) == 0 {
+			continue
+		}
+		if st := fields[0]; st == "T" || st == "t" {
+			none = false
+		} else {
+			all = false
+		}
+	}
+	return all, none, nil
+}
