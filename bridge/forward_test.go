@@ -390,3 +390,39 @@ func (s *stallSink) lock() {
 func (s *stallSink) unlock()                     { <-s.mu }
 func (s *stallSink) count() int                  { s.lock(); defer s.unlock(); return s.n }
 func (s *stallSink) Close(context.Context) error { return nil }
+
+// TestOversizedEventDeadLettered: an event over the NATS server's
+// max_payload cannot be written; it goes to NR_DLQ cut to fit, with the
+// reason and its original size, and the events beside it are unaffected.
+func TestOversizedEventDeadLettered(t *testing.T) {
+	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
+	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	startBridge(t, mqttConfig(mq.URL(), "big"), ns.URL())
+	_, js := testclient.ConnectNATS(t, ns.URL())
+	pub := testclient.ConnectMQTT(t, mq.URL(), "node-big")
+	big := make([]byte, 1536*1024)
+	for i := range big {
+		big[i] = byte('a' + i%26)
+	}
+	pub.Publish("org/o1/node/n1/events", []byte("before"), testclient.MsgID("before"))
+	pub.Publish("org/o1/node/n1/events", big, testclient.MsgID("big"))
+	pub.Publish("org/o1/node/n1/events", []byte("after"), testclient.MsgID("after"))
+	testserver.WaitFor(t, 20*time.Second, "2 events and 1 dead letter", func() bool {
+		return testclient.StreamCount(js, "NR_EVENTS") == 2 && testclient.StreamCount(js, "NR_DLQ") == 1
+	})
+	dl := testclient.ReadStream(t, js, "NR_DLQ")[0]
+	if dl.Subject != "nr.dlq.events" || !strings.Contains(dl.Header.Get("Nr-Error"), "too large") ||
+		dl.Header.Get("Nr-Original-Size") != fmt.Sprint(len(big)) || dl.Header.Get("Nats-Msg-Id") != "big" {
+		t.Fatalf("dead letter subject %q headers %v", dl.Subject, dl.Header)
+	}
+	if len(dl.Data) == 0 || len(dl.Data) >= len(big) || string(dl.Data) != string(big[:len(dl.Data)]) {
+		t.Fatalf("dead letter payload: %d bytes, want a prefix of the %d-byte original", len(dl.Data), len(big))
+	}
+	var got []string
+	for _, m := range testclient.ReadStream(t, js, "NR_EVENTS") {
+		got = append(got, string(m.Data))
+	}
+	if strings.Join(got, ",") != "before,after" {
+		t.Fatalf("events %v", got)
+	}
+}
