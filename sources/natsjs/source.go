@@ -1,0 +1,306 @@
+package natsjs
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
+)
+
+// ackTimeout bounds waiting for the server to confirm an ack or a
+// dead-letter write.
+const ackTimeout = 5 * time.Second
+
+// Publisher is what the source calls: the bridge's single validating
+// publisher (*bridge.Publisher).
+type Publisher interface {
+	// Limits are the command limits bodies are parsed with.
+	Limits() bridge.CommandLimits
+	// Publish publishes a parsed command and returns after the broker's
+	// PUBACK; see bridge.Publisher.Publish.
+	Publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error)
+}
+
+// Source consumes the commands stream. Each message is handled once at a
+// time by one of Concurrency workers:
+//
+//   - target from the subject, body through bridge.ParseCommand, then
+//     Publisher.Publish with source "stream";
+//   - published (PUBACK): acked with DoubleAck, so the command leaves the
+//     work queue before the worker takes the next one;
+//   - invalid, expired, out of scope or refused for good by the broker: the
+//     body is written unchanged to <prefix>.dlq.cmd with Nr-Error (the
+//     reason) and Nr-Subject (the original subject), and once JetStream
+//     acknowledged that write the message is terminated;
+//   - broker not connected, no PUBACK in time, a temporary refusal: nak with
+//     a delay growing from RetryMin to RetryMax, never past the command's
+//     TTL, so it comes back (to any replica) and, once expired, is
+//     dead-lettered as expired.
+//
+// Delivery to MQTT is at least once: a crash between the PUBACK and the ack
+// publishes the command again on redelivery.
+type Source struct {
+	js      jetstream.JetStream
+	cfg     Config
+	streams sinknatsjs.Config
+	pub     Publisher
+	log     *slog.Logger
+	backoff func(int) time.Duration
+
+	ctx      context.Context // cancelled when Stop gives up waiting
+	cancel   context.CancelFunc
+	cc       jetstream.ConsumeContext
+	work     chan delivery
+	stopping chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup // workers
+	lastWarn atomic.Int64   // unix nanos of the last retry WARN
+}
+
+// delivery is a message on its way from the consume callback to a worker.
+type delivery struct {
+	msg jetstream.Msg
+	at  time.Time // when the callback got it
+}
+
+// New returns a source reading the commands stream with js and publishing
+// through pub. streams is the JetStream sink's configuration, for the
+// subject prefix, the dead-letter stream and how streams are managed. Start
+// begins consuming.
+func New(js jetstream.JetStream, cfg Config, streams sinknatsjs.Config, pub Publisher, log *slog.Logger) *Source {
+	return &Source{
+		js:       js,
+		cfg:      cfg,
+		streams:  streams,
+		pub:      pub,
+		log:      log.With("component", "commands", "backbone", "nats"),
+		backoff:  bridge.Backoff(cfg.RetryMin, cfg.RetryMax),
+		work:     make(chan delivery),
+		stopping: make(chan struct{}),
+	}
+}
+
+// Start creates or updates the stream (with NATS_MANAGE_STREAMS) and the
+// durable consumer, retrying while the server is unreachable until ctx
+// ends, then starts the workers and consuming. A refusal from the server is
+// returned. ctx only bounds the setup; Stop ends the consuming.
+func (s *Source) Start(ctx context.Context) error {
+	cons, err := s.setup(ctx)
+	if err != nil {
+		return err
+	}
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	for range s.cfg.Concurrency {
+		s.wg.Add(1)
+		go s.worker()
+	}
+	// Pulling only as many as there are workers keeps commands from waiting
+	// in a client buffer while their AckWait runs.
+	cc, err := cons.Consume(s.onMessage,
+		jetstream.PullMaxMessages(s.cfg.Concurrency),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			s.log.Warn("consuming commands", "err", err)
+		}),
+	)
+	if err != nil {
+		s.stopWorkers()
+		return fmt.Errorf("consume %s/%s: %w", s.cfg.Stream, s.cfg.Consumer, err)
+	}
+	s.cc = cc
+	s.log.Info("consuming commands", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer, "concurrency", s.cfg.Concurrency)
+	return nil
+}
+
+// onMessage is the consume callback. It runs one message at a time, so it
+// only hands the message to a free worker; blocking here is the bound on
+// concurrency. Once stopping, it naks at once so another replica takes the
+// command without waiting for AckWait.
+func (s *Source) onMessage(m jetstream.Msg) {
+	select {
+	case s.work <- delivery{msg: m, at: time.Now()}:
+	case <-s.stopping:
+		_ = m.Nak()
+	}
+}
+
+func (s *Source) worker() {
+	defer s.wg.Done()
+	for {
+		select {
+		case d := <-s.work:
+			s.handle(d)
+		case <-s.stopping:
+			return
+		}
+	}
+}
+
+// handle takes one command from delivery to ack, dead letter or nak.
+func (s *Source) handle(d delivery) {
+	m := d.msg
+	if time.Since(d.at) > s.cfg.AckWait/3 {
+		// It waited for a worker: give it a full AckWait for the publish.
+		_ = m.InProgress()
+	}
+	subject := m.Subject()
+	attempt := 1
+	if meta, err := m.Metadata(); err == nil {
+		attempt = int(meta.NumDelivered)
+	}
+	t, err := bridge.ParseCommandSubject(s.streams.SubjectPrefix, subject)
+	if err != nil {
+		s.deadLetter(m, "", err)
+		return
+	}
+	c, err := bridge.ParseCommand(m.Data(), time.Now(), s.pub.Limits())
+	if err != nil {
+		s.deadLetter(m, "", err)
+		return
+	}
+	_, err = s.pub.Publish(s.ctx, t, c, bridge.SourceStream)
+	switch {
+	case err == nil:
+		s.ack(m, c.CorrelationID)
+	case !bridge.Retryable(err):
+		s.deadLetter(m, c.CorrelationID, err)
+	case s.ctx.Err() != nil:
+		_ = m.Nak() // shutting down: another replica publishes it now
+	default:
+		s.retry(m, c, attempt, err)
+	}
+}
+
+// ack removes a published command from the work queue. DoubleAck, not Ack:
+// the worker waits for the server's confirmation, so an ack lost in transit
+// is logged (the command comes back after AckWait and is published again)
+// rather than unnoticed, and Stop returns with the acks done.
+func (s *Source) ack(m jetstream.Msg, correlationID string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), ackTimeout)
+	defer cancel()
+	if err := m.DoubleAck(ctx); err != nil {
+		s.log.Warn("command published but its ack was not confirmed; it may be published again",
+			"subject", m.Subject(), "correlation_id", correlationID, "err", err)
+		return
+	}
+	s.log.Debug("command acked", "subject", m.Subject(), "correlation_id", correlationID)
+}
+
+// retry naks the command with a delay growing per delivery, cut to the
+// TTL left (plus a little), so that the delivery after the TTL finds it
+// expired and dead-letters it.
+func (s *Source) retry(m jetstream.Msg, c bridge.Command, attempt int, cause error) {
+	remaining := c.Remaining(time.Now())
+	if remaining <= 0 {
+		s.deadLetter(m, c.CorrelationID, fmt.Errorf("%w while retrying (last error: %v)", bridge.ErrExpired, cause))
+		return
+	}
+	delay := s.backoff(attempt - 1)
+	if delay > remaining {
+		delay = remaining + 50*time.Millisecond
+	}
+	if err := m.NakWithDelay(delay); err != nil {
+		s.log.Debug("nak failed; the command comes back after AckWait", "subject", m.Subject(), "err", err)
+	}
+	log := s.log.Debug
+	now := time.Now().UnixNano()
+	if last := s.lastWarn.Load(); now-last > int64(5*time.Second) && s.lastWarn.CompareAndSwap(last, now) {
+		log = s.log.Warn
+	}
+	log("command not published, retrying", "subject", m.Subject(), "correlation_id", c.CorrelationID,
+		"attempt", attempt, "delay", delay.String(), "err", cause)
+}
+
+// deadLetter writes the command unchanged to <prefix>.dlq.cmd with the
+// reason, waits for JetStream's PubAck, then terminates the original. If the
+// dead-letter write fails the command is nakked and comes back, so it is
+// never dropped.
+func (s *Source) deadLetter(m jetstream.Msg, correlationID string, reason error) {
+	subject := bridge.DeadLetterSubject(s.streams.SubjectPrefix, "cmd")
+	h := nats.Header{}
+	h.Set(bridge.HeaderError, oneLine(reason.Error()))
+	h.Set(bridge.HeaderSubject, oneLine(m.Subject()))
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), ackTimeout)
+	defer cancel()
+	if _, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: m.Data()}); err != nil {
+		s.log.Warn("dead-letter write failed; the command comes back", "subject", m.Subject(), "dlq_subject", subject, "err", err)
+		_ = m.NakWithDelay(s.cfg.RetryMin)
+		return
+	}
+	// Term, not TermWithReason: servers before 2.10.4 ignore the latter and
+	// would redeliver the message.
+	if err := m.Term(); err != nil {
+		s.log.Debug("term failed; the command comes back and is dead-lettered again", "subject", m.Subject(), "err", err)
+	}
+	s.log.Warn("command dead-lettered", "subject", m.Subject(), "correlation_id", correlationID, "err", reason)
+}
+
+// oneLine makes s safe as a NATS header value: no CR, LF or other control
+// characters.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+}
+
+// Stop stops pulling, hands back (nak) the commands not yet started, and
+// waits for the workers to finish the ones in progress: publish, then ack,
+// dead letter or nak. When ctx ends first, in-progress publishes are
+// aborted and their commands nakked. It does not close the NATS connection,
+// which the caller owns and drains afterwards. Calling it again is a no-op.
+func (s *Source) Stop(ctx context.Context) error {
+	if s.cc == nil {
+		return nil
+	}
+	s.stopOnce.Do(func() {
+		close(s.stopping)
+		s.cc.Drain()
+	})
+	workers := make(chan struct{})
+	go func() {
+		s.wg.Wait()
+		close(workers)
+	}()
+	var err error
+	select {
+	case <-workers:
+	case <-ctx.Done():
+		err = fmt.Errorf("stop commands source: %w", ctx.Err())
+		s.log.Warn("shutdown timeout: aborting commands in progress")
+		s.cancel()
+		<-workers // quick: publishes return at once, acks are bounded
+	}
+	s.cancel()
+	// The drain ends once the server confirmed the unsubscribe; while NATS
+	// is unreachable it may not, and the buffered messages come back after
+	// AckWait anyway.
+	select {
+	case <-s.cc.Closed():
+	case <-ctx.Done():
+		select {
+		case <-s.cc.Closed():
+		case <-time.After(time.Second):
+			s.cc.Stop()
+		}
+	}
+	s.log.Info("commands source stopped")
+	return err
+}
+
+// stopWorkers ends the workers when consuming could not start.
+func (s *Source) stopWorkers() {
+	s.stopOnce.Do(func() { close(s.stopping) })
+	s.wg.Wait()
+	s.cancel()
+}

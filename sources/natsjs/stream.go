@@ -1,0 +1,100 @@
+package natsjs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
+)
+
+// streamConfig is the commands stream: a work queue (a message is removed
+// once acked or terminated) on disk, with the sink's replicas, max age and
+// dedupe window, so upstream services may set Nats-Msg-Id.
+func streamConfig(cfg Config, streams sinknatsjs.Config) jetstream.StreamConfig {
+	p := streams.SubjectPrefix
+	return jetstream.StreamConfig{
+		Name:        cfg.Stream,
+		Description: "nr-bridge: commands to nodes (work queue)",
+		Subjects:    []string{p + ".org.*.node.*.cmd", p + ".org.*.broadcast.cmd"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.WorkQueuePolicy,
+		Replicas:    streams.Replicas,
+		MaxAge:      streams.MaxAge,
+		Duplicates:  streams.DuplicateWindow,
+	}
+}
+
+// consumerConfig is the durable every replica binds to with the same
+// settings, so CreateOrUpdateConsumer from any of them is a no-op for the
+// others. Redelivery is unlimited: a command leaves the stream only acked
+// (published) or terminated (dead-lettered).
+func consumerConfig(cfg Config) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       cfg.Consumer,
+		Description:   "nr-bridge: publishes commands to MQTT",
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       cfg.AckWait,
+		MaxAckPending: cfg.MaxAckPending,
+		MaxDeliver:    -1,
+	}
+}
+
+// setup creates or checks the stream and creates or updates the consumer,
+// retrying while the server is unreachable until ctx ends.
+func (s *Source) setup(ctx context.Context) (jetstream.Consumer, error) {
+	backoff := bridge.Backoff(500*time.Millisecond, 10*time.Second)
+	for attempt := 0; ; attempt++ {
+		cons, err := s.ensure(ctx)
+		if err == nil {
+			return cons, nil
+		}
+		if !sinknatsjs.Transient(err) {
+			return nil, err
+		}
+		s.log.Warn("JetStream not reachable yet, retrying", "err", err, "attempt", attempt)
+		select {
+		case <-time.After(backoff(attempt)):
+		case <-ctx.Done():
+			return nil, fmt.Errorf("set up commands stream: %w (last error: %v)", ctx.Err(), err)
+		}
+	}
+}
+
+func (s *Source) ensure(ctx context.Context) (jetstream.Consumer, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	sc := streamConfig(s.cfg, s.streams)
+	var err error
+	if s.streams.ManageStreams {
+		err = sinknatsjs.EnsureStream(ctx, s.js, sc, s.log)
+	} else {
+		err = sinknatsjs.CheckStream(ctx, s.js, sc.Name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, sc.Name, consumerConfig(s.cfg))
+	if err == nil {
+		s.log.Info("commands consumer ready", "stream", sc.Name, "consumer", s.cfg.Consumer)
+		return cons, nil
+	}
+	var apiErr *jetstream.APIError
+	if !errors.As(err, &apiErr) {
+		return nil, fmt.Errorf("create or update consumer %s on %s: %w", s.cfg.Consumer, sc.Name, err)
+	}
+	// A setting that cannot change in place (the ack policy, say): use the
+	// consumer as it is rather than crash-loop, and say why.
+	cons, infoErr := s.js.Consumer(ctx, sc.Name, s.cfg.Consumer)
+	if infoErr != nil {
+		return nil, fmt.Errorf("create consumer %s on %s: %w", s.cfg.Consumer, sc.Name, err)
+	}
+	s.log.Warn("commands consumer exists with settings the bridge cannot apply; using it as it is",
+		"stream", sc.Name, "consumer", s.cfg.Consumer, "err", err)
+	return cons, nil
+}
