@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
+	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
+)
+
+// kafkaBackbone is Kafka: the sink and the commands source each own a
+// franz-go client (a producer, and a group consumer that also produces its
+// dead letters).
+type kafkaBackbone struct {
+	sink     *kafkasink.Sink
+	commands *kafkasource.Source // nil until StartCommands
+	cfg      *Config
+	log      *slog.Logger
+}
+
+// openKafka connects the sink, waiting while the cluster is unreachable,
+// and creates the missing topics (KAFKA_CREATE_TOPICS).
+func openKafka(ctx context.Context, cfg *Config, log *slog.Logger) (*kafkaBackbone, error) {
+	sink, err := kafkasink.New(ctx, cfg.Kafka, cfg.KafkaSink, log)
+	if err != nil {
+		return nil, err
+	}
+	return &kafkaBackbone{sink: sink, cfg: cfg, log: log}, nil
+}
+
+func (b *kafkaBackbone) Sink() bridge.Sink { return b.sink }
+
+func (b *kafkaBackbone) Ready() error { return b.sink.Ready() }
+
+// StartCommands joins consumer group KAFKA_GROUP on KAFKA_COMMANDS_TOPIC.
+func (b *kafkaBackbone) StartCommands(ctx context.Context, pub *bridge.Publisher) error {
+	src, err := kafkasource.New(b.cfg.Kafka, b.cfg.KafkaCommands, pub, pub.Limits(), b.log)
+	if err != nil {
+		return err
+	}
+	if err := src.Start(ctx); err != nil {
+		_ = src.Stop(ctx)
+		return err
+	}
+	b.commands = src
+	return nil
+}
+
+func (b *kafkaBackbone) StopCommands(ctx context.Context) error {
+	if b.commands == nil {
+		return nil
+	}
+	return b.commands.Stop(ctx)
+}
+
+func (b *kafkaBackbone) Close(ctx context.Context) error { return b.sink.Close(ctx) }

@@ -1,0 +1,216 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+)
+
+// Sink is the Kafka sink; see bridge.Sink. It owns its franz-go client.
+// It is safe for concurrent use.
+//
+// Records are produced with franz-go's defaults, which are what the bridge
+// promises: acks=all and idempotent writes, unbounded retries inside the
+// client (a record waits while the cluster is down, and the MQTT side backs
+// off because nothing is acknowledged), keyed murmur2 partitioning. Records
+// written from one goroutine keep their order per key.
+//
+// Completions run on the sink's own goroutine, not on franz-go's promise
+// goroutine, because a done callback may call Write again (the worker
+// dead-letters a message from its done), and a Write that waits for space
+// on the goroutine that makes space would deadlock.
+type Sink struct {
+	conn   kafkaconn.Config
+	cfg    Config
+	cl     *kgo.Client
+	limits *kafkaconn.Limits
+	mon    *kafkaconn.Monitor
+	log    *slog.Logger
+
+	// produceCtx is the context of every Produce call. franz-go cancels a
+	// partition's whole batch when its first record's context ends, so it
+	// is never a caller's context: it lives until Close gives up flushing.
+	produceCtx    context.Context
+	cancelProduce context.CancelFunc
+
+	window   chan struct{} // one token per record awaiting its outcome
+	queue    *completionQueue
+	loopDone chan struct{}
+
+	mu      sync.RWMutex
+	closed  bool
+	pending sync.WaitGroup // records handed to Produce whose done has not run
+}
+
+// New connects to the cluster, waiting (with backoff, until ctx ends)
+// while it is unreachable, makes sure the topics exist (kafkaconn.
+// EnsureTopics: events, replies, commands and dead letters) and reads their
+// size limits. A refusal from the cluster (topic creation denied, bad
+// credentials) is returned.
+func New(ctx context.Context, conn kafkaconn.Config, cfg Config, log *slog.Logger) (*Sink, error) {
+	log = log.With("component", "sink", "backbone", "kafka")
+	limits := kafkaconn.NewLimits(conn)
+	opts, err := kafkaconn.Options(conn, log)
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts,
+		kgo.ProducerBatchMaxBytesFn(limits.MaxBytes),
+		// The window bounds records in flight; franz-go's own bound only
+		// has to leave room for dead letters, which bypass the window.
+		kgo.MaxBufferedRecords(2*cfg.Window+1024),
+	)
+	cl, err := kgo.NewClient(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	if err := setup(ctx, cl, conn, limits, log); err != nil {
+		cl.Close()
+		return nil, err
+	}
+	pctx, cancel := context.WithCancel(context.Background())
+	s := &Sink{
+		conn:          conn,
+		cfg:           cfg,
+		cl:            cl,
+		limits:        limits,
+		mon:           kafkaconn.NewMonitor(cl, log),
+		log:           log,
+		produceCtx:    pctx,
+		cancelProduce: cancel,
+		window:        make(chan struct{}, cfg.Window),
+		queue:         newCompletionQueue(),
+		loopDone:      make(chan struct{}),
+	}
+	go s.completionLoop()
+	return s, nil
+}
+
+func setup(ctx context.Context, cl *kgo.Client, conn kafkaconn.Config, limits *kafkaconn.Limits, log *slog.Logger) error {
+	if err := kafkaconn.WaitReachable(ctx, cl, log); err != nil {
+		return err
+	}
+	// Not closed: closing a kadm client closes the kgo client under it.
+	adm := kadm.NewClient(cl)
+	if err := kafkaconn.EnsureTopics(ctx, adm, conn); err != nil {
+		return err
+	}
+	if err := limits.Load(ctx, adm, conn.EventsTopic, conn.RepliesTopic, conn.DLQTopic); err != nil {
+		log.Warn("topic size limits unknown, using KAFKA_MAX_MESSAGE_BYTES", "err", err, "max_message_bytes", conn.MaxMessageBytes)
+	}
+	log.Info("Kafka topics ready", "topics", conn.Topics())
+	return nil
+}
+
+// Ready returns nil while the cluster answers (see kafkaconn.Monitor).
+func (s *Sink) Ready() error { return s.mon.Ready() }
+
+// Write produces m asynchronously; see bridge.Sink. done(nil) means the
+// record is acknowledged by all in-sync replicas. A dead letter does not
+// wait for the window: the worker writes one from its done callback, and
+// waiting there for a slot that only completions free would deadlock.
+func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
+	slot := m.DeadLetter == ""
+	if slot {
+		select {
+		case s.window <- struct{}{}:
+		case <-ctx.Done():
+			done(ctx.Err())
+			return
+		}
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		if slot {
+			<-s.window
+		}
+		done(fmt.Errorf("kafka sink: %w", bridge.ErrClosed))
+		return
+	}
+	s.pending.Add(1)
+	s.mu.RUnlock()
+	s.produce(completion{m: m, r: s.record(m), done: done, slot: slot})
+}
+
+// produce hands c's record to franz-go; the promise only queues the
+// outcome.
+func (s *Sink) produce(c completion) {
+	s.cl.Produce(s.produceCtx, c.r, func(r *kgo.Record, err error) {
+		c.r, c.err = r, err
+		s.queue.push(c)
+	})
+}
+
+// completionLoop calls done for every outcome, in the order franz-go
+// reports them, until Close.
+func (s *Sink) completionLoop() {
+	defer close(s.loopDone)
+	var spare []completion
+	for {
+		batch, ok := s.queue.next(spare)
+		if !ok {
+			return
+		}
+		for i := range batch {
+			s.complete(batch[i])
+			batch[i] = completion{}
+		}
+		spare = batch
+	}
+}
+
+func (s *Sink) complete(c completion) {
+	if c.err != nil && c.m.DeadLetter != "" && tooLarge(c.err) && len(c.r.Value) > 0 {
+		s.log.Warn("dead letter too large for the topic, writing it without its payload", "topic", c.m.Topic, "err", c.err)
+		c.r, c.err = withoutValue(c.r, c.m), nil
+		s.produce(c)
+		return
+	}
+	if c.slot {
+		<-s.window
+	}
+	err := s.classify(c.m, c.r, c.err)
+	if err == nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
+		s.log.Debug("record written", "topic", c.m.Topic, "kafka_topic", c.r.Topic, "partition", c.r.Partition, "offset", c.r.Offset)
+	}
+	c.done(err)
+	s.pending.Done()
+}
+
+// Close stops intake (later writes get bridge.ErrClosed), flushes what is
+// buffered until ctx ends, so written messages are still acknowledged to
+// MQTT, then closes the client: records still buffered then fail, stay
+// un-acked, and the broker redelivers them. Call it after the workers
+// stopped.
+func (s *Sink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+
+	err := s.cl.Flush(ctx)
+	if err != nil {
+		err = fmt.Errorf("flush kafka sink: %w", err)
+		s.cancelProduce()
+	}
+	s.mon.Close()
+	s.cl.Close()
+	// Every promise has run now (Close fails what was left), so pending
+	// only waits for the completion loop to call the last done callbacks.
+	s.pending.Wait()
+	s.queue.close()
+	<-s.loopDone
+	s.cancelProduce()
+	return err
+}

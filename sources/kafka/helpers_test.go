@@ -1,0 +1,207 @@
+package kafka_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/testserver"
+	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
+)
+
+func testLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// setupKafka starts a cluster with the bridge's topics (3 partitions each)
+// and returns its configuration as parsed from the environment.
+func setupKafka(t *testing.T) (*testserver.Kafka, kafkaconn.Config) {
+	t.Helper()
+	k := testserver.StartKafka(t, testserver.KafkaOptions{})
+	var cfg kafkaconn.Config
+	environ := map[string]string{"KAFKA_BROKERS": strings.Join(k.Brokers(), ","), "KAFKA_TOPIC_PARTITIONS": "3"}
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environ}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := kafkaconn.EnsureTopics(ctx, newAdmin(t, k), cfg); err != nil {
+		t.Fatal(err)
+	}
+	return k, cfg
+}
+
+// newAdmin is a fresh admin client (franz-go caches topic metadata, so
+// checks after a change want a new one), closed at cleanup.
+func newAdmin(t *testing.T, k *testserver.Kafka) *kadm.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return kadm.NewClient(cl)
+}
+
+func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
+	return &bridge.MQTTConfig{
+		URL:            brokerURL,
+		ClientID:       clientID,
+		ShareGroup:     "nr-listeners",
+		Workers:        1,
+		KeepAlive:      30 * time.Second,
+		ConnectTimeout: 2 * time.Second,
+		ReconnectMin:   100 * time.Millisecond,
+		ReconnectMax:   500 * time.Millisecond,
+		MaxInflight:    100,
+		AckInterval:    5 * time.Millisecond,
+		PublishTimeout: 5 * time.Second,
+	}
+}
+
+// startPublisher starts the bridge's publisher on brokerURL, stopped at
+// cleanup. It does not wait for the connection.
+func startPublisher(t *testing.T, brokerURL string) *bridge.Publisher {
+	t.Helper()
+	pub := bridge.NewPublisher(mqttConfig(brokerURL, "bridge"), bridge.DefaultCommandLimits(), testLogger())
+	if err := pub.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = pub.Stop(ctx)
+	})
+	return pub
+}
+
+// startSource starts a commands source, stopped at cleanup (unless the
+// test stopped it).
+func startSource(t *testing.T, cfg kafkaconn.Config, pub kafkasource.Publisher, pollRecords int) *kafkasource.Source {
+	t.Helper()
+	src, err := kafkasource.New(cfg, kafkasource.Config{PollRecords: pollRecords, Concurrency: 4}, pub, bridge.DefaultCommandLimits(), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := src.Stop(ctx); err != nil {
+			t.Errorf("stop source: %v", err)
+		}
+	})
+	return src
+}
+
+// producer is a plain client writing to the cluster, closed at cleanup.
+func producer(t *testing.T, k *testserver.Kafka) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// produce writes records and returns them with partition and offset set.
+func produce(t *testing.T, cl *kgo.Client, rs ...*kgo.Record) []*kgo.Record {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := cl.ProduceSync(ctx, rs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+// command is a valid command body issued now.
+func command(correlationID string, ttl int) []byte {
+	return fmt.Appendf(nil, `{"type":"reboot","version":1,"correlation_id":%q,"issued_at":%d,"ttl_sec":%d,"payload":{"delay":5}}`,
+		correlationID, time.Now().Unix(), ttl)
+}
+
+// recordCount is the number of records in topic, or -1 while it cannot be
+// read.
+func recordCount(adm *kadm.Client, topic string) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil || ends.Error() != nil {
+		return -1
+	}
+	n := 0
+	ends.Each(func(o kadm.ListedOffset) { n += int(o.Offset) })
+	return n
+}
+
+// allCommitted reports whether group has committed the end offset of every
+// partition of topic.
+func allCommitted(adm *kadm.Client, group, topic string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ends, err := adm.ListEndOffsets(ctx, topic)
+	if err != nil || ends.Error() != nil {
+		return false
+	}
+	committed, err := adm.FetchOffsets(ctx, group)
+	if err != nil {
+		return false
+	}
+	ok := true
+	ends.Each(func(o kadm.ListedOffset) {
+		c, found := committed.Lookup(topic, o.Partition)
+		if o.Offset > 0 && (!found || c.At != o.Offset) {
+			ok = false
+		}
+	})
+	return ok
+}
+
+// readTopic reads at least n records of topic from the start.
+func readTopic(t *testing.T, k *testserver.Kafka, topic string, n int) []*kgo.Record {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var out []*kgo.Record
+	deadline := time.Now().Add(30 * time.Second)
+	for len(out) < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("read %s: %d of %d records after 30s", topic, len(out), n)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out
+}
+
+func header(r *kgo.Record, key string) (string, bool) {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value), true
+		}
+	}
+	return "", false
+}
