@@ -48,6 +48,11 @@ func natsjsConfig() natsjs.Config {
 // startBridge runs a receiver with a JetStream sink, stopped at cleanup.
 func startBridge(t *testing.T, cfg *bridge.MQTTConfig, natsURL string) *bridge.Receiver {
 	t.Helper()
+	return startBridgeWith(t, cfg, natsURL, natsjsConfig())
+}
+
+func startBridgeWith(t *testing.T, cfg *bridge.MQTTConfig, natsURL string, scfg natsjs.Config) *bridge.Receiver {
+	t.Helper()
 	log := testLogger()
 	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "test", log)
 	if err != nil {
@@ -55,7 +60,7 @@ func startBridge(t *testing.T, cfg *bridge.MQTTConfig, natsURL string) *bridge.R
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sink, err := natsjs.New(ctx, nc, natsjsConfig(), log)
+	sink, err := natsjs.New(ctx, nc, scfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,4 +430,27 @@ func TestOversizedEventDeadLettered(t *testing.T) {
 	if strings.Join(got, ",") != "before,after" {
 		t.Fatalf("events %v", got)
 	}
+}
+
+// TestDeadLettersWithFullWindow: many oversized events with a publish window
+// of 1. Each failure is dead-lettered from the sink's completion path; that
+// must not wait on the window it is completing (a deadlock before the fix).
+func TestDeadLettersWithFullWindow(t *testing.T) {
+	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
+	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	scfg := natsjsConfig()
+	scfg.PublishWindow = 1
+	cfg := mqttConfig(mq.URL(), "window")
+	cfg.Workers = 1
+	startBridgeWith(t, cfg, ns.URL(), scfg)
+	_, js := testclient.ConnectNATS(t, ns.URL())
+	pub := testclient.ConnectMQTT(t, mq.URL(), "node-window")
+	big := make([]byte, 1100*1024)
+	for i := 0; i < 20; i++ {
+		pub.Publish("org/o1/node/n1/events", big, testclient.MsgID("big-%d", i))
+		pub.Publish("org/o1/node/n1/events", []byte("small"), testclient.MsgID("small-%d", i))
+	}
+	testserver.WaitFor(t, 30*time.Second, "20 events and 20 dead letters", func() bool {
+		return testclient.StreamCount(js, "NR_EVENTS") == 20 && testclient.StreamCount(js, "NR_DLQ") == 20
+	})
 }
