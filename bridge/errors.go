@@ -1,6 +1,9 @@
 package bridge
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // ErrInvalidID means an org or node ID breaks the ID rule: 1 to 64
 // characters of A-Z a-z 0-9 _ -. Such an ID never reaches a topic, subject
@@ -18,3 +21,8 @@ var ErrNotConnected = errors.New("mqtt not connected")
 
 // ErrClosed means the component was shut down; nothing new is accepted.
 var ErrClosed = errors.New("closed")
+
+// ErrTooLarge means a message is over the backbone's size limit. It wraps
+// ErrPermanent, so the worker dead-letters the message (reason too_large)
+// instead of retrying it.
+var ErrTooLarge = fmt.Errorf("message too large: %w", ErrPermanent)

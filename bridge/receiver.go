@@ -14,11 +14,12 @@ type Receiver struct {
 	workers []*Worker
 }
 
-// NewReceiver creates cfg.Workers workers writing to sink.
-func NewReceiver(cfg *MQTTConfig, sink Sink, log *slog.Logger) *Receiver {
+// NewReceiver creates cfg.Workers workers writing to sink; opts (such as
+// WithMetrics) apply to every worker.
+func NewReceiver(cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...WorkerOption) *Receiver {
 	r := &Receiver{}
 	for i := 1; i <= cfg.Workers; i++ {
-		r.workers = append(r.workers, NewWorker(i, cfg, sink, log))
+		r.workers = append(r.workers, NewWorker(i, cfg, sink, log, opts...))
 	}
 	return r
 }
@@ -37,11 +38,16 @@ func (r *Receiver) Start(ctx context.Context) error {
 }
 
 // Ready returns nil when every worker is connected and subscribed, else an
-// error naming the workers that are not.
+// error naming the workers that are not and, when a connection attempt
+// failed, why (a refused TLS handshake, a bad password).
 func (r *Receiver) Ready() error {
 	var down []string
 	for _, w := range r.workers {
 		if !w.Ready() {
+			if why := w.ConnectError(); why != "" {
+				down = append(down, w.ClientID()+" ("+why+")")
+				continue
+			}
 			down = append(down, w.ClientID())
 		}
 	}

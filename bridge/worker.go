@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,7 @@ type Worker struct {
 	sink     Sink
 	log      *slog.Logger
 	filters  []string
+	metrics  Metrics
 
 	ctx    context.Context // cancelled by Stop once in-flight work is done or timed out
 	cancel context.CancelFunc
@@ -46,8 +48,21 @@ type Worker struct {
 	retries  map[*flight]*time.Timer // writes waiting for their next attempt
 
 	subscribed atomic.Bool
-	connWG     sync.WaitGroup // subscribe goroutines
-	lastWarn   atomic.Int64   // unix nanos of the last write-failure WARN
+	connWG     sync.WaitGroup         // subscribe goroutines
+	lastWarn   atomic.Int64           // unix nanos of the last write-failure WARN
+	connErr    atomic.Pointer[string] // why the last connection attempt failed; nil once connected
+	certAsked  atomic.Bool            // the broker requested a client certificate we do not have
+}
+
+// WorkerOption configures a Worker; NewReceiver passes its options to every
+// worker.
+type WorkerOption func(*Worker)
+
+// WithMetrics makes the worker report what it receives, forwards, retries,
+// dead-letters and acknowledges, its in-flight count and its connection
+// state to m. Without it (or with nil) nothing is counted.
+func WithMetrics(m Metrics) WorkerOption {
+	return func(w *Worker) { w.metrics = m }
 }
 
 // flight is one received message from read to ack.
@@ -56,10 +71,11 @@ type flight struct {
 	m       *Message
 	pr      paho.PublishReceived
 	attempt int
+	reason  string // the dead-letter reason label once m.DeadLetter is set
 }
 
 // NewWorker creates worker id (1-based); Start connects it.
-func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger) *Worker {
+func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...WorkerOption) *Worker {
 	w := &Worker{
 		id:       id,
 		clientID: fmt.Sprintf("%s-w%d", cfg.ClientID, id),
@@ -72,6 +88,14 @@ func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger) *Worker {
 	}
 	w.log = log.With("component", "worker", "worker", id, "client_id", w.clientID)
 	w.idle = sync.NewCond(&w.mu)
+	for _, o := range opts {
+		o(w)
+	}
+	if w.metrics == nil {
+		w.metrics = NopMetrics{}
+	}
+	w.metrics.MQTTConnected(w.clientID, false)
+	w.metrics.TrackInflight(w.clientID, w.Inflight)
 	return w
 }
 
@@ -80,6 +104,16 @@ func (w *Worker) ClientID() string { return w.clientID }
 
 // Ready reports whether the worker is connected and subscribed.
 func (w *Worker) Ready() bool { return w.subscribed.Load() }
+
+// ConnectError says why the last connection attempt failed (a refused TLS
+// handshake, a bad password, a broker not listening), or "" once a
+// connection succeeded. Readiness reports it.
+func (w *Worker) ConnectError() string {
+	if p := w.connErr.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
 
 // Inflight is the number of messages received and not yet acknowledged.
 func (w *Worker) Inflight() int {
@@ -97,16 +131,31 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if cc.TlsCfg != nil && len(cc.TlsCfg.Certificates) == 0 {
+		// A broker that requires client certificates just drops a TLS 1.3
+		// connection without one ("connection reset by peer"); noting its
+		// request lets the error say what is missing.
+		cc.TlsCfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			w.certAsked.Store(true)
+			return &tls.Certificate{}, nil
+		}
+	}
 	cc.EnableManualAcknowledgment = true
 	cc.SendAcksInterval = w.cfg.AckInterval
 	cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){w.onPublish}
 	cc.OnConnectionUp = w.onConnectionUp
 	cc.OnConnectionDown = func() bool {
 		w.subscribed.Store(false)
+		w.metrics.MQTTConnected(w.clientID, false)
 		w.log.Warn("MQTT connection lost")
 		return true
 	}
 	cc.OnConnectError = func(err error) {
+		if w.certAsked.Swap(false) { // set by this attempt's handshake
+			err = fmt.Errorf("%w (the broker asked for a client certificate and none is configured: set MQTT_CERT_FILE and MQTT_KEY_FILE)", err)
+		}
+		msg := err.Error()
+		w.connErr.Store(&msg)
 		w.log.Warn("MQTT connection attempt failed", "url", w.cfg.URL, "err", err)
 	}
 	cm, err := autopaho.NewConnection(w.ctx, cc)
@@ -120,6 +169,8 @@ func (w *Worker) Start(ctx context.Context) error {
 
 func (w *Worker) onConnectionUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 	w.log.Info("MQTT connection established", "url", w.cfg.URL, "session_present", ca.SessionPresent)
+	w.connErr.Store(nil)
+	w.metrics.MQTTConnected(w.clientID, true)
 	// Subscribing blocks until SUBACK, and OnConnectionUp must not block.
 	w.connWG.Add(1)
 	go func() {
@@ -206,12 +257,14 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 		}
 	}
 	m := NewMessage(p.Topic, p.Payload, time.Now(), contentType, corr, props)
+	w.metrics.MessageReceived(m.Kind)
+	f := &flight{w: w, m: m, pr: pr}
 	if m.DeadLetter != "" {
+		f.reason = deadLetterReason(m)
 		w.log.Warn("dead-lettering message", "topic", headerSafe(m.Topic), "reason", m.DeadLetter)
 	} else if w.log.Enabled(w.ctx, slog.LevelDebug) {
 		w.log.Debug("message received", "topic", m.Topic, "bytes", len(m.Payload))
 	}
-	f := &flight{w: w, m: m, pr: pr}
 	w.sink.Write(w.ctx, m, f.done)
 	return true, nil
 }
@@ -222,11 +275,12 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 func (f *flight) done(err error) {
 	w := f.w
 	if err == nil {
-		if aerr := f.pr.Client.Ack(f.pr.Packet); aerr != nil && !errors.Is(aerr, paho.ErrManualAcknowledgmentDisabled) {
-			// The connection that delivered it is gone; the broker resends
-			// it (DUP) on the new one, and that copy is written and acked.
-			w.log.Debug("ack after reconnect not possible", "topic", f.m.Topic, "err", aerr)
+		if f.m.DeadLetter != "" {
+			w.metrics.DeadLettered(f.reason)
+		} else {
+			w.metrics.MessageForwarded(f.m.Kind, time.Since(f.m.ReceivedAt))
 		}
+		f.ack()
 		w.release()
 		return
 	}
@@ -234,10 +288,25 @@ func (f *flight) done(err error) {
 		w.release() // shutting down: not acked, redelivered to this session later
 		return
 	}
-	if errors.Is(err, ErrPermanent) && f.m.DeadLetter == "" {
-		f.m.DeadLetter = err.Error()
-		w.log.Warn("dead-lettering message", "topic", f.m.Topic, "reason", f.m.DeadLetter)
-		w.sink.Write(w.ctx, f.m, f.done)
+	w.metrics.WriteError()
+	if errors.Is(err, ErrPermanent) {
+		if f.m.DeadLetter == "" {
+			f.m.DeadLetter = err.Error()
+			f.reason = ReasonOf(err)
+			w.log.Warn("dead-lettering message", "topic", f.m.Topic, "reason", f.m.DeadLetter)
+			// Written from a timer goroutine, not from here: done runs on
+			// the sink's completion path, and a Write there could wait for
+			// a window slot that only this path frees.
+			f.schedule(0)
+			return
+		}
+		// Even the dead letter (already cut to fit) cannot be written. This
+		// log line is where the message ends up; holding it would stop every
+		// later PUBACK of this worker for good.
+		w.log.Error("dead letter refused by the backbone, message dropped", "topic", headerSafe(f.m.Topic),
+			"reason", f.m.DeadLetter, "bytes", len(f.m.Payload), "err", err)
+		f.ack()
+		w.release()
 		return
 	}
 	f.attempt++
@@ -245,13 +314,36 @@ func (f *flight) done(err error) {
 	if last := w.lastWarn.Load(); now-last > int64(5*time.Second) && w.lastWarn.CompareAndSwap(last, now) {
 		w.log.Warn("backbone write failed, retrying", "topic", f.m.Topic, "attempt", f.attempt, "err", err)
 	}
+	f.schedule(Backoff(retryMin, retryMax)(f.attempt - 1))
+	w.metrics.WriteRetry()
+}
+
+// ack sends (or queues) the PUBACK of a written message.
+func (f *flight) ack() {
+	w := f.w
+	aerr := f.pr.Client.Ack(f.pr.Packet)
+	switch {
+	case aerr == nil:
+		if f.pr.Packet.QoS > 0 {
+			w.metrics.AckSent()
+		}
+	case !errors.Is(aerr, paho.ErrManualAcknowledgmentDisabled):
+		// The connection that delivered it is gone; the broker resends it
+		// (DUP) on the new one, and that copy is written and acked.
+		w.log.Debug("ack after reconnect not possible", "topic", f.m.Topic, "err", aerr)
+	}
+}
+
+// schedule writes the message again after d, unless Stop comes first.
+func (f *flight) schedule(d time.Duration) {
+	w := f.w
 	w.mu.Lock()
 	if w.ctx.Err() != nil {
 		w.mu.Unlock()
 		w.release()
 		return
 	}
-	w.retries[f] = time.AfterFunc(Backoff(retryMin, retryMax)(f.attempt-1), f.retry)
+	w.retries[f] = time.AfterFunc(d, f.retry)
 	w.mu.Unlock()
 }
 
@@ -328,6 +420,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	err := w.cm.Disconnect(dctx)
 	w.connWG.Wait()
 	w.subscribed.Store(false)
+	w.metrics.MQTTConnected(w.clientID, false)
 	if err != nil {
 		return fmt.Errorf("disconnect %s: %w", w.clientID, err)
 	}

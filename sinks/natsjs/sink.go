@@ -126,9 +126,14 @@ func Transient(err error) bool {
 	return true
 }
 
-// Ready returns nil while the NATS connection is up.
+// Ready returns nil while the NATS connection is up, else its state and
+// the last connection error (a refused TLS handshake, an authorization
+// violation), so /readyz says why.
 func (s *Sink) Ready() error {
 	if st := s.nc.Status(); st != nats.CONNECTED {
+		if err := s.nc.LastError(); err != nil {
+			return fmt.Errorf("nats %s: %w", st, err)
+		}
 		return fmt.Errorf("nats %s", st)
 	}
 	return nil
@@ -170,13 +175,13 @@ func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
 func (s *Sink) ackLoop() {
 	defer close(s.done)
 	for p := range s.pending {
+		var err error
 		select {
 		case <-p.fut.Ok():
-			p.done(nil)
-		case err := <-p.fut.Err():
-			p.done(err)
+		case err = <-p.fut.Err():
 		}
-		<-s.window
+		<-s.window // before done, which may write again
+		p.done(err)
 	}
 }
 
@@ -188,7 +193,7 @@ func (s *Sink) classify(m *bridge.Message, err error) error {
 	}
 	var apiErr *jetstream.APIError
 	if errors.Is(err, nats.ErrMaxPayload) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum) {
-		return fmt.Errorf("publish %s: message of %d bytes too large for the server: %w", s.subject(m), len(m.Payload), bridge.ErrPermanent)
+		return fmt.Errorf("publish %s: %d bytes: %w", s.subject(m), len(m.Payload), bridge.ErrTooLarge)
 	}
 	return fmt.Errorf("publish %s: %w", s.subject(m), err)
 }

@@ -1,0 +1,166 @@
+package bridge_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	"github.com/nr-bridge/nr-bridge/internal/testclient"
+	"github.com/nr-bridge/nr-bridge/internal/testserver"
+	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
+)
+
+// tlsLogs collects log output; safe for concurrent use.
+type tlsLogs struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *tlsLogs) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *tlsLogs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+func tlsMQTTConfig(url, clientID, ca, cert, key string) *bridge.MQTTConfig {
+	return &bridge.MQTTConfig{
+		URL: url, ClientID: clientID, CAFile: ca, CertFile: cert, KeyFile: key,
+		ShareGroup: "nr-listeners", Workers: 2, SessionExpiry: time.Minute,
+		KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second,
+		ReconnectMin: 100 * time.Millisecond, ReconnectMax: 500 * time.Millisecond,
+		MaxInflight: 500, AckInterval: 5 * time.Millisecond, PublishTimeout: 5 * time.Second,
+	}
+}
+
+// tlsReceiver runs a receiver writing to a JetStream sink on natsURL and
+// stops it at cleanup.
+func tlsReceiver(t *testing.T, cfg *bridge.MQTTConfig, natsURL string, log *slog.Logger) *bridge.Receiver {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "tls-test", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sink, err := natsjs.New(ctx, nc, natsjs.Config{
+		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
+		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
+		PublishWindow: 1024, AckTimeout: 2 * time.Second,
+	}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bridge.NewReceiver(cfg, sink, log)
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Stop(ctx); err != nil {
+			t.Errorf("stop receiver: %v", err)
+		}
+		if err := sink.Close(ctx); err != nil {
+			t.Errorf("close sink: %v", err)
+		}
+		nc.Close()
+	})
+	return r
+}
+
+// TestMQTTMutualTLS runs the workers against a Mosquitto TLS listener that
+// requires client certificates: with one, events flow into JetStream; without
+// one, or trusting another CA, the workers never become ready and both the
+// log and the readiness error say why.
+func TestMQTTMutualTLS(t *testing.T) {
+	ca := testserver.NewCA(t)
+	other := testserver.NewCA(t)
+	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{TLS: ca.ServerTLS(t, true)})
+	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	cert, key := ca.Issue(t, "nr-bridge", nil, nil, true)
+
+	t.Run("client certificate", func(t *testing.T) {
+		log := slog.New(slog.NewJSONHandler(&tlsLogs{}, nil))
+		r := tlsReceiver(t, tlsMQTTConfig(mq.TLSURL(), "mtls-ok", ca.CertFile(), cert, key), ns.URL(), log)
+		testserver.WaitFor(t, 15*time.Second, "workers connected over mTLS", func() bool { return r.Ready() == nil })
+
+		agent := testclient.ConnectMQTT(t, mq.URL(), "agent-1")
+		const n = 50
+		for i := range n {
+			agent.Publish("org/o1/node/n1/events", []byte(fmt.Sprintf(`{"i":%d}`, i)), nil)
+		}
+		_, js := testclient.ConnectNATS(t, ns.URL())
+		testserver.WaitFor(t, 15*time.Second, "50 events in NR_EVENTS", func() bool {
+			return testclient.StreamCount(js, "NR_EVENTS") == n
+		})
+		for _, w := range r.Workers() {
+			if w.Inflight() != 0 {
+				testserver.WaitFor(t, 5*time.Second, "all acked", func() bool { return w.Inflight() == 0 })
+			}
+		}
+	})
+
+	for _, tc := range []struct {
+		name     string
+		ca, cert string
+		key      string
+		want     []string // the log and Ready name one of these
+	}{
+		// With TLS 1.3 the broker checks the certificate after the client
+		// finished its handshake; the client sees the alert (or the closed
+		// connection) when it reads CONNACK.
+		{name: "no client certificate", ca: ca.CertFile(), want: []string{"the broker asked for a client certificate and none is configured"}},
+		{name: "broker certificate from an unknown CA", ca: other.CertFile(), cert: cert, key: key, want: []string{"certificate signed by unknown authority"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs := &tlsLogs{}
+			log := slog.New(slog.NewJSONHandler(logs, nil))
+			r := tlsReceiver(t, tlsMQTTConfig(mq.TLSURL(), "mtls-"+strings.ReplaceAll(tc.name, " ", "-"), tc.ca, tc.cert, tc.key), ns.URL(), log)
+			testserver.WaitFor(t, 15*time.Second, "two failed attempts per worker logged", func() bool {
+				return strings.Count(logs.String(), "MQTT connection attempt failed") >= 4
+			})
+			err := r.Ready()
+			if err == nil {
+				t.Fatal("workers ready, want not ready")
+			}
+			t.Logf("Ready() = %v", err)
+			mentions := func(s string) bool {
+				for _, w := range tc.want {
+					if strings.Contains(s, w) {
+						return true
+					}
+				}
+				return false
+			}
+			if !mentions(err.Error()) {
+				t.Errorf("Ready() = %v, want it to say why (one of %q)", err, tc.want)
+			}
+			for _, line := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(line, "MQTT connection attempt failed") {
+					if !strings.Contains(line, `"level":"WARN"`) || !mentions(line) {
+						t.Errorf("log line %s, want a WARN with the reason", line)
+					}
+				}
+				if strings.Contains(line, `"level":"ERROR"`) {
+					t.Errorf("ERROR logged for a failed handshake: %s", line)
+				}
+			}
+		})
+	}
+}
