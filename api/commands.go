@@ -42,13 +42,6 @@ var (
 	errReadBody             = errors.New("cannot read the request body")
 )
 
-// acceptedBody is the 202 response: the command has its PUBACK.
-type acceptedBody struct {
-	Status        string `json:"status"`
-	Topic         string `json:"topic"`
-	CorrelationID string `json:"correlation_id"`
-}
-
 // commandRoutes holds what every command route needs.
 type commandRoutes struct {
 	pub     CommandPublisher
@@ -56,12 +49,15 @@ type commandRoutes struct {
 	maxBody int64
 	log     *slog.Logger
 	now     func() time.Time
+	// statuses is command tracking (status.go); nil: no status routes,
+	// no status_url, no ?wait.
+	statuses CommandStatuses
 }
 
 // registerCommands adds the command routes to mux: the org routes always,
 // and with ORG_ID the short ones for that org.
 func registerCommands(mux *http.ServeMux, d Deps) {
-	c := &commandRoutes{pub: d.Commands, orgID: d.OrgID, maxBody: d.MaxBodyBytes, log: d.Log, now: time.Now}
+	c := &commandRoutes{pub: d.Commands, orgID: d.OrgID, maxBody: d.MaxBodyBytes, log: d.Log, now: time.Now, statuses: d.Statuses}
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxBody
 	}
@@ -83,6 +79,9 @@ func registerCommands(mux *http.ServeMux, d Deps) {
 			return bridge.Target{Org: c.orgID}
 		}))
 	}
+	if c.statuses != nil {
+		c.registerStatus(mux)
+	}
 }
 
 // handler serves one command route: check the target (PathValue is already
@@ -93,6 +92,10 @@ func (c *commandRoutes) handler(target func(*http.Request) bridge.Target) http.H
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t := target(r)
 		cmd, err := c.parse(w, r, t)
+		var wait time.Duration
+		if err == nil {
+			wait, err = parseWait(r)
+		}
 		if err != nil {
 			c.log.Warn("command rejected", "org", t.Org, "node", t.Node, "err", err)
 			writeCommandError(w, err)
@@ -107,7 +110,7 @@ func (c *commandRoutes) handler(target func(*http.Request) bridge.Target) http.H
 			writeCommandError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusAccepted, acceptedBody{Status: "accepted", Topic: res.Topic, CorrelationID: cmd.CorrelationID})
+		c.respondPublished(w, r, t, cmd, res, wait)
 	})
 }
 
@@ -155,7 +158,9 @@ func checkJSONContentType(ct string) error {
 // status, the field at fault (for a 422 on one field) and whether to send
 // Retry-After:
 //
-//	400 body not a JSON object, unreadable body, bad org or node ID
+//	400 body not a JSON object, unreadable body, bad org or node ID, a
+//	    ?wait that is not a duration ("field": "wait")
+//	404 no status for the command (GET .../commands/{correlationId})
 //	403 org outside ORG_ID
 //	413 body over HTTP_MAX_BODY
 //	415 content type not application/json
@@ -163,8 +168,8 @@ func checkJSONContentType(ct string) error {
 //	502 the broker refused the command for good (PUBACK reason code such as
 //	    0x87 not authorized): retrying the same request will not help
 //	503 broker not connected, no PUBACK within MQTT_PUBLISH_TIMEOUT, a
-//	    temporary refusal (0x97 quota exceeded ...), or shutting down; with
-//	    Retry-After
+//	    temporary refusal (0x97 quota exceeded ...), shutting down, or the
+//	    command status store not available; with Retry-After
 //	500 anything else
 func commandStatus(err error) (status int, field string, retry bool) {
 	var fe *bridge.FieldError
@@ -175,6 +180,10 @@ func commandStatus(err error) (status int, field string, retry bool) {
 		return http.StatusRequestEntityTooLarge, "", false
 	case errors.Is(err, errUnsupportedMediaType):
 		return http.StatusUnsupportedMediaType, "", false
+	case errors.Is(err, bridge.ErrStatusNotFound):
+		return http.StatusNotFound, "", false
+	case errors.Is(err, errBadWait):
+		return http.StatusBadRequest, "wait", false
 	case errors.Is(err, errReadBody), errors.Is(err, bridge.ErrMalformed),
 		errors.Is(err, bridge.ErrInvalidID), errors.Is(err, bridge.ErrInvalidTarget):
 		return http.StatusBadRequest, "", false
@@ -190,7 +199,8 @@ func commandStatus(err error) (status int, field string, retry bool) {
 		}
 		return http.StatusBadGateway, "", false
 	case errors.Is(err, bridge.ErrNotConnected), errors.Is(err, bridge.ErrPublishTimeout),
-		errors.Is(err, bridge.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		errors.Is(err, bridge.ErrClosed), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, bridge.ErrStatusUnavailable):
 		return http.StatusServiceUnavailable, "", true
 	}
 	return http.StatusInternalServerError, "", false

@@ -4,6 +4,7 @@ package api
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +16,19 @@ import (
 
 // Config is the HTTP server configuration.
 type Config struct {
-	Addr string `env:"HTTP_ADDR" envDefault:":8080" desc:"listen address of the HTTP API"`
+	Addr    string `env:"HTTP_ADDR" envDefault:":8080" desc:"listen address of the HTTP API"`
+	MaxBody int64  `env:"HTTP_MAX_BODY" envDefault:"1048576" desc:"largest command body in bytes; a larger one gets 413"`
+
+	Auth AuthConfig // HTTP_AUTH_TOKENS, HTTP_AUTH_TOKENS_FILE (auth.go)
+	TLS  TLSConfig  // HTTP_TLS_CERT_FILE, HTTP_TLS_KEY_FILE, HTTP_TLS_CLIENT_CA_FILE (tls.go)
+}
+
+// Validate checks the values; errors name the variable.
+func (c *Config) Validate() error {
+	if c.MaxBody < 1 {
+		return fmt.Errorf("HTTP_MAX_BODY must be > 0, got %d", c.MaxBody)
+	}
+	return nil
 }
 
 // ReadyFunc reports nil when a part of the bridge is ready, else why not.
@@ -26,14 +39,42 @@ type Deps struct {
 	Log *slog.Logger
 	// Ready maps a part name (mqtt, backbone) to its readiness check.
 	Ready map[string]ReadyFunc
+	// Commands is the command publisher; nil disables the command routes.
+	Commands CommandPublisher
+	// OrgID is ORG_ID: when set, commands for other orgs get 403 and the
+	// short routes /node/{nodeId}/cmd and /broadcast/cmd target it.
+	OrgID string
+	// MaxBodyBytes is HTTP_MAX_BODY; 0 means DefaultMaxBody.
+	MaxBodyBytes int64
+	// Auth guards every route but /healthz, /readyz and /metrics; nil or
+	// without tokens leaves them open (NewAuth logs a WARN then).
+	Auth *Auth
+	// Metrics counts requests and serves GET /metrics; nil disables both.
+	Metrics Metrics
+	// Statuses is command tracking: GET /org/{orgId}/commands/{id},
+	// status_url and ?wait on the command routes (status.go); nil
+	// disables them.
+	Statuses CommandStatuses
 }
 
 // NewHandler wires every route in one place.
 func NewHandler(d Deps) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", healthz)
+	mux.HandleFunc("GET /openapi.yaml", serveOpenAPI)
 	mux.Handle("GET /readyz", readyz(d.Ready))
-	return mux
+	if d.Metrics != nil {
+		mux.Handle("GET /metrics", d.Metrics.Handler())
+	}
+	// Every other route is registered on protected and needs a bearer
+	// token: health, readiness and metrics stay open for probes and
+	// scrapers, the API description for tools (README "Security").
+	protected := http.NewServeMux()
+	if d.Commands != nil {
+		registerCommands(protected, d)
+	}
+	mux.Handle("/", RequireToken(d.Auth, protected))
+	return countRequests(d.Metrics, mux)
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -80,6 +121,12 @@ type Server struct {
 
 // Listen binds addr now, so a port in use fails at start with a clear error.
 func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
+	return ListenTLS(addr, nil, h, log)
+}
+
+// ListenTLS is Listen serving HTTPS with tc (from TLSConfig.Load); a nil tc
+// serves plain HTTP.
+func ListenTLS(addr string, tc *tls.Config, h http.Handler, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("HTTP_ADDR %s: %w", addr, err)
@@ -88,6 +135,7 @@ func Listen(addr string, h http.Handler, log *slog.Logger) (*Server, error) {
 		ln:  ln,
 		log: log,
 		srv: &http.Server{
+			TLSConfig:         tc,
 			Handler:           h,
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second,
@@ -103,8 +151,15 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 
 // Serve blocks until Shutdown; it never returns http.ErrServerClosed.
 func (s *Server) Serve() error {
-	s.log.Info("HTTP API listening", "addr", s.Addr())
-	if err := s.srv.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	if tc := s.srv.TLSConfig; tc != nil {
+		s.log.Info("HTTP API listening", "addr", s.Addr(), "tls", true, "client_certificates", tc.ClientAuth == tls.RequireAndVerifyClientCert)
+		err = s.srv.ServeTLS(s.ln, "", "")
+	} else {
+		s.log.Info("HTTP API listening", "addr", s.Addr())
+		err = s.srv.Serve(s.ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve HTTP: %w", err)
 	}
 	return nil

@@ -150,6 +150,8 @@ type Publisher struct {
 	abort       context.Context
 	abortCancel context.CancelFunc
 
+	observer PublishObserver // command tracking; nil: none (see Observe)
+
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup // Publish calls in progress
@@ -171,6 +173,12 @@ func NewPublisher(cfg *MQTTConfig, limits CommandLimits, log *slog.Logger) *Publ
 		abortCancel: abortCancel,
 	}
 }
+
+// Observe makes the publisher report every command that passed its checks
+// to o: accepted right before the publish, then published or failed (see
+// PublishObserver; Tracker implements it). Call it before Start; it is not
+// safe to call while commands are published.
+func (p *Publisher) Observe(o PublishObserver) { p.observer = o }
 
 // ClientID is the publisher's MQTT client ID, <MQTT_CLIENT_ID>-pub.
 func (p *Publisher) ClientID() string { return p.clientID }
@@ -291,6 +299,9 @@ func (p *Publisher) Publish(ctx context.Context, t Target, c Command, source str
 	if cm == nil {
 		return PublishResult{}, fmt.Errorf("publish %s: %w: publisher not started", topic, ErrNotConnected)
 	}
+	if p.observer != nil {
+		p.observer.CommandAccepted(t, c, source)
+	}
 	expiry := messageExpiry(remaining)
 	pub := &paho.Publish{
 		QoS:     1,
@@ -310,9 +321,15 @@ func (p *Publisher) Publish(ctx context.Context, t Target, c Command, source str
 			res.ReasonCode = resp.ReasonCode
 		}
 		log.Info("command published", "length", len(pub.Payload), "expiry_sec", expiry, "reason_code", res.ReasonCode)
+		if p.observer != nil {
+			p.observer.CommandPublished(t, c, source, res)
+		}
 		return res, nil
 	}
 	err = p.publishError(ctx, topic, resp, err)
+	if p.observer != nil {
+		p.observer.CommandFailed(t, c, source, err)
+	}
 	var refused *RefusedError
 	switch {
 	case errors.As(err, &refused):

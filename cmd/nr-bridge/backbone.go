@@ -15,6 +15,17 @@ type backbone interface {
 	Sink() bridge.Sink
 	// Ready returns nil while the backbone connection is up.
 	Ready() error
+	// StatusStore is where command statuses are shared with the other
+	// replicas (NR_COMMAND_STATUS, nr.command-status); Close closes it.
+	StatusStore() bridge.StatusStore
+	// StartCommands starts the commands source, which publishes every
+	// command of the backbone's commands stream (NR_COMMANDS, nr.commands)
+	// through pub. It blocks until the source is set up or ctx ends.
+	StartCommands(ctx context.Context, pub *bridge.Publisher) error
+	// StopCommands stops the commands source: no new commands, the ones in
+	// progress published and acked (or handed back when ctx ends). It is a
+	// no-op when the source was not started.
+	StopCommands(ctx context.Context) error
 	// Close flushes the sink (after the workers stopped) and closes the
 	// connection.
 	Close(ctx context.Context) error
@@ -26,6 +37,8 @@ func openBackbone(ctx context.Context, cfg *Config, log *slog.Logger) (backbone,
 	switch cfg.Backbone {
 	case "nats":
 		return openNATS(ctx, cfg, log)
+	case "kafka":
+		return openKafka(ctx, cfg, log)
 	default:
 		return nil, fmt.Errorf("BACKBONE %q: not supported", cfg.Backbone)
 	}

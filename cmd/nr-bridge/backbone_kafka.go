@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
 )
@@ -15,6 +17,7 @@ import (
 type kafkaBackbone struct {
 	sink     *kafkasink.Sink
 	commands *kafkasource.Source // nil until StartCommands
+	status   *kafkastatus.Store  // its own client, reading every partition
 	cfg      *Config
 	log      *slog.Logger
 }
@@ -26,8 +29,15 @@ func openKafka(ctx context.Context, cfg *Config, log *slog.Logger) (*kafkaBackbo
 	if err != nil {
 		return nil, err
 	}
-	return &kafkaBackbone{sink: sink, cfg: cfg, log: log}, nil
+	status, err := kafkastatus.New(ctx, cfg.Kafka, cfg.KafkaStatus, cfg.Tracking.Retention(cfg.CommandLimits.MaxTTL), log)
+	if err != nil {
+		return nil, errors.Join(err, sink.Close(ctx))
+	}
+	return &kafkaBackbone{sink: sink, status: status, cfg: cfg, log: log}, nil
 }
+
+// StatusStore is the nr.command-status topic and this replica's view of it.
+func (b *kafkaBackbone) StatusStore() bridge.StatusStore { return b.status }
 
 func (b *kafkaBackbone) Sink() bridge.Sink { return b.sink }
 
@@ -54,4 +64,6 @@ func (b *kafkaBackbone) StopCommands(ctx context.Context) error {
 	return b.commands.Stop(ctx)
 }
 
-func (b *kafkaBackbone) Close(ctx context.Context) error { return b.sink.Close(ctx) }
+func (b *kafkaBackbone) Close(ctx context.Context) error {
+	return errors.Join(b.sink.Close(ctx), b.status.Close(ctx))
+}

@@ -9,15 +9,20 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
+	cmdnatsjs "github.com/nr-bridge/nr-bridge/sources/natsjs"
 )
 
 // natsBackbone is NATS JetStream: one connection shared by the sink (and the
 // commands source).
 type natsBackbone struct {
-	nc   *nats.Conn
-	sink *natsjs.Sink
-	log  *slog.Logger
+	nc       *nats.Conn
+	sink     *natsjs.Sink
+	commands *cmdnatsjs.Source // nil until StartCommands
+	status   *natsstatus.Store
+	cfg      *Config
+	log      *slog.Logger
 }
 
 func openNATS(ctx context.Context, cfg *Config, log *slog.Logger) (*natsBackbone, error) {
@@ -30,12 +35,43 @@ func openNATS(ctx context.Context, cfg *Config, log *slog.Logger) (*natsBackbone
 		nc.Close()
 		return nil, err
 	}
-	return &natsBackbone{nc: nc, sink: sink, log: log}, nil
+	status, err := natsstatus.New(ctx, sink.JetStream(), cfg.NATSStatus, natsstatus.Options{
+		Manage:   cfg.JetStream.ManageStreams,
+		Replicas: cfg.JetStream.Replicas,
+		TTL:      cfg.Tracking.Retention(cfg.CommandLimits.MaxTTL),
+	}, log)
+	if err != nil {
+		_ = sink.Close(ctx)
+		nc.Close()
+		return nil, err
+	}
+	return &natsBackbone{nc: nc, sink: sink, status: status, cfg: cfg, log: log}, nil
 }
+
+// StatusStore is the NR_COMMAND_STATUS key-value bucket, on the sink's
+// connection.
+func (b *natsBackbone) StatusStore() bridge.StatusStore { return b.status }
 
 func (b *natsBackbone) Sink() bridge.Sink { return b.sink }
 
 func (b *natsBackbone) Ready() error { return b.sink.Ready() }
+
+// StartCommands consumes NR_COMMANDS on the sink's connection.
+func (b *natsBackbone) StartCommands(ctx context.Context, pub *bridge.Publisher) error {
+	src := cmdnatsjs.New(b.sink.JetStream(), b.cfg.NATSCommands, b.cfg.JetStream, pub, b.log)
+	if err := src.Start(ctx); err != nil {
+		return err
+	}
+	b.commands = src
+	return nil
+}
+
+func (b *natsBackbone) StopCommands(ctx context.Context) error {
+	if b.commands == nil {
+		return nil
+	}
+	return b.commands.Stop(ctx)
+}
 
 func (b *natsBackbone) Close(ctx context.Context) error {
 	err := b.sink.Close(ctx)

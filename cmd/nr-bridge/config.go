@@ -13,8 +13,14 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
+	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
+	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
+	cmdnatsjs "github.com/nr-bridge/nr-bridge/sources/natsjs"
 )
 
 // Config is the whole bridge configuration, composed from each component's
@@ -28,6 +34,18 @@ type Config struct {
 	HTTP      api.Config
 	NATS      natsconn.Config
 	JetStream natsjs.Config
+
+	CommandLimits bridge.CommandLimits
+	NATSCommands  cmdnatsjs.Config
+
+	Kafka         kafkaconn.Config
+	KafkaSink     kafkasink.Config
+	KafkaCommands kafkasource.Config
+
+	// Command tracking (README "Command tracking").
+	Tracking    bridge.TrackerConfig
+	NATSStatus  natsstatus.Config
+	KafkaStatus kafkastatus.Config
 }
 
 // loadConfig parses environ (KEY=VALUE pairs); errors name the variable.
@@ -50,7 +68,6 @@ func (c *Config) Validate() error {
 	switch c.Backbone {
 	case "nats":
 	case "kafka":
-		return errors.New("BACKBONE=kafka is not available in this build yet: use nats")
 	default:
 		return fmt.Errorf("BACKBONE %q: want nats or kafka", c.Backbone)
 	}
@@ -62,6 +79,49 @@ func (c *Config) Validate() error {
 	}
 	if err := c.MQTT.Validate(); err != nil {
 		return err
+	}
+	if c.Backbone == "nats" {
+		if err := c.NATS.Validate(); err != nil {
+			return err
+		}
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		return err
+	}
+	if err := c.CommandLimits.Validate(); err != nil {
+		return err
+	}
+	if err := c.Tracking.Validate(); err != nil {
+		return err
+	}
+	if c.Backbone == "nats" {
+		if err := c.NATSStatus.Validate(); err != nil {
+			return err
+		}
+	}
+	if c.Backbone == "kafka" {
+		if err := c.KafkaStatus.Validate(c.Kafka); err != nil {
+			return err
+		}
+	}
+	if c.Backbone == "nats" {
+		if err := c.NATSCommands.Validate(); err != nil {
+			return err
+		}
+		if c.NATSCommands.AckWait <= c.MQTT.PublishTimeout {
+			return fmt.Errorf("NATS_COMMANDS_ACK_WAIT (%s) must be longer than MQTT_PUBLISH_TIMEOUT (%s), or commands are redelivered while still being published", c.NATSCommands.AckWait, c.MQTT.PublishTimeout)
+		}
+	}
+	if c.Backbone == "kafka" {
+		if err := c.Kafka.Validate(); err != nil {
+			return err
+		}
+		if err := c.KafkaSink.Validate(); err != nil {
+			return err
+		}
+		if err := c.KafkaCommands.Validate(); err != nil {
+			return err
+		}
 	}
 	return c.JetStream.Validate()
 }
@@ -143,7 +203,7 @@ func printUsage(w io.Writer) {
 func (c *Config) logAttrs() []any {
 	var attrs []any
 	for _, v := range envVars(c) {
-		val := fmt.Sprint(v.value.Interface())
+		val := redactURLs(fmt.Sprint(v.value.Interface()))
 		if v.Secret && val != "" {
 			val = "[redacted]"
 		}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/metrics"
 )
 
 // buildVersion is stamped at build time with -ldflags "-X main.buildVersion=...".
@@ -44,7 +45,12 @@ func main() {
 func realMain() int {
 	fs := flag.NewFlagSet("nr-bridge", flag.ContinueOnError)
 	showVersion := fs.Bool("version", false, "print the version and exit")
-	fs.Usage = func() { printUsage(os.Stderr) }
+	dev := addDevFlags(fs)
+	fs.Usage = func() {
+		printUsage(os.Stderr)
+		fmt.Fprintln(os.Stderr, "\nFlags:")
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -55,7 +61,11 @@ func realMain() int {
 		fmt.Println("nr-bridge", version())
 		return 0
 	}
-	cfg, err := loadConfig(env.ToMap(os.Environ()))
+	environ := env.ToMap(os.Environ())
+	if dev.enabled {
+		dev.applyDefaults(environ)
+	}
+	cfg, err := loadConfig(environ)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "nr-bridge: configuration:", err)
 		return 2
@@ -65,7 +75,12 @@ func realMain() int {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	if dev.enabled {
+		err = runDev(ctx, cfg, dev, environ, log)
+	} else {
+		err = run(ctx, cfg, log)
+	}
+	if err != nil {
 		log.Error("nr-bridge stopped", "err", err)
 		return 1
 	}
@@ -74,9 +89,22 @@ func realMain() int {
 }
 
 // run starts every part, waits for ctx, then shuts down in order: HTTP
-// intake, MQTT workers (finishing in-flight writes and acks), backbone.
+// intake, commands source, MQTT workers (finishing in-flight writes and
+// acks), command publisher, command tracking, backbone.
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	log.Info("nr-bridge starting", append([]any{"version", version()}, cfg.logAttrs()...)...)
+
+	// The token and certificate files are read before anything connects,
+	// so a missing one fails at start naming its variable.
+	auth, err := api.NewAuth(cfg.HTTP.Auth, cfg.MQTT.OrgID, log)
+	if err != nil {
+		return err
+	}
+	httpTLS, err := cfg.HTTP.TLS.Load()
+	if err != nil {
+		return err
+	}
+	m := metrics.New(cfg.Backbone, version())
 
 	// The readiness checks run on HTTP goroutines while run still starts
 	// the parts they look at.
@@ -94,13 +122,35 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		return errors.New("waiting for the backbone")
 	}
+	// The command routes need the publisher, so it connects first; it
+	// reconnects on its own and refuses commands (503) until it is up.
+	pub := bridge.NewPublisher(&cfg.MQTT, cfg.CommandLimits, log)
+	// Command tracking records into the backbone's status store once it
+	// is open (Attach below); until then commands go out untracked.
+	tracker := bridge.NewTracker(cfg.Tracking, log, m)
+	pub.Observe(tracker)
+	if err := pub.Start(ctx); err != nil {
+		return errors.Join(err, tracker.Close(ctx))
+	}
+	stopPublisher := func() error {
+		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer pcancel()
+		return errors.Join(pub.Stop(pctx), tracker.Close(pctx))
+	}
+	m.SetBackboneCheck(backboneReady)
 	handler := api.NewHandler(api.Deps{
-		Log:   log,
-		Ready: map[string]api.ReadyFunc{"mqtt": mqttReady, "backbone": backboneReady},
+		Log:          log,
+		Ready:        map[string]api.ReadyFunc{"mqtt": mqttReady, "publisher": pub.Ready, "backbone": backboneReady},
+		Commands:     pub,
+		OrgID:        cfg.MQTT.OrgID,
+		MaxBodyBytes: cfg.HTTP.MaxBody,
+		Auth:         auth,
+		Metrics:      m,
+		Statuses:     tracker,
 	})
-	srv, err := api.Listen(cfg.HTTP.Addr, handler, log.With("component", "http"))
+	srv, err := api.ListenTLS(cfg.HTTP.Addr, httpTLS, handler, log.With("component", "http"))
 	if err != nil {
-		return err
+		return errors.Join(err, stopPublisher())
 	}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve() }()
@@ -108,16 +158,22 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	bb, err := openBackbone(ctx, cfg, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			return shutdownHTTP(srv, httpDone) // stopped while connecting
+			return errors.Join(shutdownHTTP(srv, httpDone), stopPublisher()) // stopped while connecting
 		}
-		return errors.Join(err, shutdownHTTP(srv, httpDone))
+		return errors.Join(err, shutdownHTTP(srv, httpDone), stopPublisher())
 	}
 	backbonePtr.Store(&bb)
-	receiver := bridge.NewReceiver(&cfg.MQTT, bb.Sink(), log)
+	tracker.Attach(bb.StatusStore())
+	receiver := bridge.NewReceiver(&cfg.MQTT, tracker.WrapSink(bb.Sink()), log, bridge.WithMetrics(m))
 	if err := receiver.Start(ctx); err != nil {
-		return errors.Join(err, shutdownHTTP(srv, httpDone), bb.Close(ctx))
+		return errors.Join(err, shutdownHTTP(srv, httpDone), stopPublisher(), bb.Close(ctx))
 	}
 	receiverPtr.Store(receiver)
+	if err := bb.StartCommands(ctx, pub); err != nil && ctx.Err() == nil {
+		sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer scancel()
+		return errors.Join(err, shutdownHTTP(srv, httpDone), receiver.Stop(sctx), stopPublisher(), bb.Close(sctx))
+	}
 
 	var runErr error
 	select {
@@ -127,12 +183,17 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		httpDone <- nil
 	}
 
-	// Shutdown order: HTTP intake, workers (finish in-flight writes and
-	// acks, disconnect), then flush and close the backbone.
+	// Shutdown order: HTTP intake, commands source (publish and ack what
+	// it holds), workers (finish in-flight writes and acks, disconnect),
+	// publisher (last PUBACKs, disconnect), tracking (last reply
+	// statuses), then flush and close the backbone.
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	errs := []error{runErr, shutdownHTTP(srv, httpDone)}
+	errs = append(errs, bb.StopCommands(sctx))
 	errs = append(errs, receiver.Stop(sctx))
+	errs = append(errs, pub.Stop(sctx))
+	errs = append(errs, tracker.Close(sctx)) // the last reply status updates, before the store closes
 	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer ccancel()
 	errs = append(errs, bb.Close(cctx))

@@ -1,0 +1,467 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// TrackerConfig configures command tracking. Defaults are in the
+// envDefault tags.
+type TrackerConfig struct {
+	// Grace is how long a command's status stays readable after its TTL
+	// ran out. Stores keep statuses COMMAND_MAX_TTL + Grace (see
+	// Retention): a NATS KV bucket supports only one TTL for all keys on
+	// servers before 2.11. Default 1h.
+	Grace time.Duration `env:"COMMAND_STATUS_GRACE" envDefault:"1h" desc:"how long a command's status stays readable after its TTL; statuses are kept COMMAND_MAX_TTL + this"`
+}
+
+// Validate checks the values; errors name the variable.
+func (c TrackerConfig) Validate() error {
+	if c.Grace < time.Minute {
+		return fmt.Errorf("COMMAND_STATUS_GRACE must be at least 1m, got %s", c.Grace)
+	}
+	return nil
+}
+
+// Retention is how long a store keeps a status after its last change:
+// the largest TTL a command may have plus Grace.
+func (c TrackerConfig) Retention(maxTTL time.Duration) time.Duration {
+	return maxTTL + c.Grace
+}
+
+// Tracker bounds and timeouts. Status writes on the publish path are
+// short, so a backbone outage delays a command by at most a second before
+// it is published untracked.
+const (
+	acceptWriteTimeout = time.Second
+	statusWriteTimeout = 5 * time.Second
+	maxUpdateAttempts  = 16
+	// replyQueueLen is how many reply status updates may wait for the
+	// store; when it is full the update is dropped (WARN), never the
+	// reply, and never blocking the worker that acknowledges it.
+	replyQueueLen = 1024
+	replyWorkers  = 4
+	// maxPendingExpiries bounds the expiry timers one replica holds;
+	// beyond it an expiry is only seen when the status is read (Refresh)
+	// and not counted in the metrics.
+	maxPendingExpiries = 100_000
+)
+
+// StatusMetrics receives what command tracking counts; internal/metrics
+// implements it. Methods must be safe for concurrent use and never block.
+type StatusMetrics interface {
+	// CommandCompleted counts a command that reached its first final
+	// status (one of FinalStatuses); a command counts once.
+	CommandCompleted(status string)
+	// CommandReplied records the time from a command's PUBACK to its
+	// first reply.
+	CommandReplied(latency time.Duration)
+}
+
+// CommandCompleted does nothing.
+func (NopMetrics) CommandCompleted(string) {}
+
+// CommandReplied does nothing.
+func (NopMetrics) CommandReplied(time.Duration) {}
+
+var _ StatusMetrics = NopMetrics{}
+
+// PublishObserver is told what happens to each command the Publisher
+// handles once it passed validation; Tracker implements it. Calls come
+// from the goroutine that called Publish, so they may block briefly: the
+// publisher calls CommandAccepted before it publishes, so that a reply,
+// which may reach any replica, finds the status.
+type PublishObserver interface {
+	CommandAccepted(t Target, c Command, source string)
+	CommandPublished(t Target, c Command, source string, res PublishResult)
+	CommandFailed(t Target, c Command, source string, err error)
+}
+
+// Tracker keeps the status of every command in a StatusStore shared by
+// the replicas: the publisher reports accepted, published and failed
+// (PublishObserver), the sink decorator from WrapSink matches replies, a
+// timer marks commands expired, and the HTTP API reads (Get) and waits
+// (Wait). Until Attach gives it a store it records nothing and reads fail
+// with ErrStatusUnavailable. It is safe for concurrent use; Close stops
+// its goroutines.
+type Tracker struct {
+	cfg     TrackerConfig
+	log     *slog.Logger
+	metrics StatusMetrics
+	now     func() time.Time
+
+	store atomic.Pointer[storeRef]
+
+	ctx     context.Context // cancelled by Close once the queue is drained
+	cancel  context.CancelFunc
+	mu      sync.RWMutex
+	closed  bool
+	jobs    chan *Message // replies whose write succeeded, to match
+	workers sync.WaitGroup
+	exp     *expiries
+
+	lastDropWarn atomic.Int64
+}
+
+type storeRef struct{ s StatusStore }
+
+// NewTracker starts the tracker's reply workers and expiry timer; m may be
+// nil. Call Attach once the store is open, and Close at shutdown.
+func NewTracker(cfg TrackerConfig, log *slog.Logger, m StatusMetrics) *Tracker {
+	if m == nil {
+		m = NopMetrics{}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t := &Tracker{
+		cfg:     cfg,
+		log:     log.With("component", "tracker"),
+		metrics: m,
+		now:     time.Now,
+		ctx:     ctx,
+		cancel:  cancel,
+		jobs:    make(chan *Message, replyQueueLen),
+	}
+	t.exp = newExpiries(maxPendingExpiries, t.expire)
+	for range replyWorkers {
+		t.workers.Add(1)
+		go t.replyWorker()
+	}
+	return t
+}
+
+// Attach sets the store the tracker records into and reads from. It may
+// be called at any time (the backbone opens after the HTTP API starts).
+func (t *Tracker) Attach(s StatusStore) { t.store.Store(&storeRef{s}) }
+
+func (t *Tracker) storeOf() StatusStore {
+	if r := t.store.Load(); r != nil {
+		return r.s
+	}
+	return nil
+}
+
+// Get returns the status of org's command correlationID as of now:
+// ErrStatusNotFound when unknown or expired from the store,
+// ErrStatusUnavailable (wrapped) while there is no store or it fails.
+func (t *Tracker) Get(ctx context.Context, org, correlationID string) (*CommandStatus, error) {
+	st := t.storeOf()
+	if st == nil {
+		return nil, ErrStatusUnavailable
+	}
+	s, _, err := st.Get(ctx, org, correlationID)
+	if err != nil {
+		if errors.Is(err, ErrStatusNotFound) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("%w: %w", ErrStatusUnavailable, err)
+	}
+	s.Refresh(t.now())
+	return s, nil
+}
+
+// Wait watches the status of org's command correlationID and returns it
+// as soon as it is final (replied, expired, failed), when the command's
+// TTL runs out, or when ctx ends (the caller's wait), whichever comes
+// first; then the status as of that moment. It does not poll: it reads
+// the store's watch. Errors as for Get.
+func (t *Tracker) Wait(ctx context.Context, org, correlationID string) (*CommandStatus, error) {
+	st := t.storeOf()
+	if st == nil {
+		return nil, ErrStatusUnavailable
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := st.Watch(wctx, org, correlationID)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStatusUnavailable, err)
+	}
+	var last *CommandStatus
+	var expired <-chan time.Time
+	for {
+		select {
+		case s, ok := <-ch:
+			if !ok {
+				return t.lastOrGet(ctx, last, org, correlationID)
+			}
+			s.Refresh(t.now())
+			last = s
+			if s.Final() {
+				return s, nil
+			}
+			if expired == nil {
+				tm := time.NewTimer(s.ExpiresAt.Sub(t.now()))
+				defer tm.Stop()
+				expired = tm.C
+			}
+		case <-expired:
+			last.Refresh(t.now())
+			return last, nil
+		case <-ctx.Done():
+			return t.lastOrGet(context.WithoutCancel(ctx), last, org, correlationID)
+		}
+	}
+}
+
+func (t *Tracker) lastOrGet(ctx context.Context, last *CommandStatus, org, correlationID string) (*CommandStatus, error) {
+	if last != nil {
+		last.Refresh(t.now())
+		return last, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, statusWriteTimeout)
+	defer cancel()
+	return t.Get(ctx, org, correlationID)
+}
+
+// update reads the status, lets fn change it and writes it back with the
+// revision read, again from the start when another replica wrote first.
+// fn gets nil when there is no status and returns nil for "no change"; it
+// may run more than once.
+func (t *Tracker) update(ctx context.Context, org, correlationID string, fn func(cur *CommandStatus) *CommandStatus) (*CommandStatus, error) {
+	st := t.storeOf()
+	if st == nil {
+		return nil, ErrStatusUnavailable
+	}
+	for attempt := 1; ; attempt++ {
+		cur, rev, err := st.Get(ctx, org, correlationID)
+		switch {
+		case errors.Is(err, ErrStatusNotFound):
+			cur, rev = nil, 0
+		case err != nil:
+			return nil, err
+		}
+		next := fn(cur)
+		if next == nil {
+			return nil, nil
+		}
+		next.Refresh(t.now())
+		_, err = st.Put(ctx, next, rev)
+		if err == nil {
+			return next, nil
+		}
+		if !errors.Is(err, ErrStatusConflict) || attempt >= maxUpdateAttempts {
+			return nil, err
+		}
+	}
+}
+
+// CommandAccepted records command c as accepted, before the publisher
+// publishes it, and arms its expiry. A status of the same command (a
+// retry, a redelivered stream command) keeps what it knows, minus a
+// failure; a status of an earlier command with the same correlation ID is
+// replaced. It implements PublishObserver.
+func (t *Tracker) CommandAccepted(tg Target, c Command, source string) {
+	if t.storeOf() == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, acceptWriteTimeout)
+	defer cancel()
+	now := t.now()
+	_, err := t.update(ctx, tg.Org, c.CorrelationID, func(cur *CommandStatus) *CommandStatus {
+		if cur == nil || !cur.SameCommand(tg, c) {
+			return NewCommandStatus(tg, c, source, now)
+		}
+		if cur.FailedAt.IsZero() {
+			return nil
+		}
+		cur.FailedAt, cur.Error = time.Time{}, ""
+		return cur
+	})
+	if err != nil {
+		t.log.Warn("command status not recorded", "step", StatusAccepted, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
+		return
+	}
+	t.exp.add(expiry{at: c.ExpiresAt(), org: tg.Org, correlationID: c.CorrelationID, issuedAt: c.IssuedAt})
+}
+
+// CommandPublished records the broker's PUBACK and its reason code (0x10:
+// no subscribers). It implements PublishObserver.
+func (t *Tracker) CommandPublished(tg Target, c Command, source string, res PublishResult) {
+	if t.storeOf() == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
+	defer cancel()
+	now := t.now()
+	_, err := t.update(ctx, tg.Org, c.CorrelationID, func(cur *CommandStatus) *CommandStatus {
+		if cur == nil || !cur.SameCommand(tg, c) {
+			cur = NewCommandStatus(tg, c, source, now) // its accepted write failed
+		}
+		if cur.PublishedAt.IsZero() {
+			cur.PublishedAt = now.UTC()
+		}
+		rc := int(res.ReasonCode)
+		cur.ReasonCode = &rc
+		cur.NoSubscribers = res.ReasonCode == ReasonNoMatchingSubscribers
+		cur.FailedAt, cur.Error = time.Time{}, ""
+		return cur
+	})
+	if err != nil {
+		t.log.Warn("command status not recorded", "step", StatusPublished, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
+	}
+}
+
+// CommandFailed records why a command was not published. A stream command
+// whose error is retryable is not failed: its source tries again until
+// the TTL, and then the expiry ends it. A command that was published or
+// answered before (a duplicate) keeps that. It implements
+// PublishObserver.
+func (t *Tracker) CommandFailed(tg Target, c Command, source string, cause error) {
+	if t.storeOf() == nil || source == SourceStream && Retryable(cause) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
+	defer cancel()
+	now := t.now()
+	var first bool
+	_, err := t.update(ctx, tg.Org, c.CorrelationID, func(cur *CommandStatus) *CommandStatus {
+		first = false
+		if cur == nil || !cur.SameCommand(tg, c) {
+			cur = NewCommandStatus(tg, c, source, now)
+		}
+		if !cur.PublishedAt.IsZero() || len(cur.Replies) > 0 || !cur.FailedAt.IsZero() {
+			return nil
+		}
+		first = cur.ExpiredAt.IsZero()
+		cur.FailedAt, cur.Error = now.UTC(), cause.Error()
+		return cur
+	})
+	if err != nil {
+		t.log.Warn("command status not recorded", "step", StatusFailed, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
+		return
+	}
+	if first {
+		t.metrics.CommandCompleted(StatusFailed)
+	}
+}
+
+// expire runs on the expiry goroutine when a command's TTL ran out.
+func (t *Tracker) expire(e expiry) {
+	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
+	defer cancel()
+	now := t.now()
+	var first bool
+	_, err := t.update(ctx, e.org, e.correlationID, func(cur *CommandStatus) *CommandStatus {
+		first = false
+		if cur == nil || cur.IssuedAt.Unix() != e.issuedAt || len(cur.Replies) > 0 || !cur.FailedAt.IsZero() || !cur.ExpiredAt.IsZero() {
+			return nil
+		}
+		first = true
+		cur.ExpiredAt = now.UTC()
+		return cur
+	})
+	if err != nil {
+		if t.ctx.Err() == nil {
+			t.log.Warn("command status not recorded", "step", StatusExpired, "org", e.org, "correlation_id", e.correlationID, "err", err)
+		}
+		return
+	}
+	if first {
+		t.metrics.CommandCompleted(StatusExpired)
+	}
+}
+
+// enqueueReply hands a written reply to the reply workers without ever
+// blocking; a full queue drops the status update, not the reply.
+func (t *Tracker) enqueueReply(m *Message) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	if t.closed || t.storeOf() == nil {
+		return
+	}
+	select {
+	case t.jobs <- m:
+	default:
+		now := time.Now().UnixNano()
+		if last := t.lastDropWarn.Load(); now-last > int64(5*time.Second) && t.lastDropWarn.CompareAndSwap(last, now) {
+			t.log.Warn("reply status update dropped: status store too slow", "org", m.Org, "node", m.Node, "correlation_id", string(m.CorrelationData))
+		}
+	}
+}
+
+func (t *Tracker) replyWorker() {
+	defer t.workers.Done()
+	for m := range t.jobs {
+		t.recordReply(m)
+	}
+}
+
+// recordReply adds a reply to its command's status: only a command this
+// correlation ID names in this org, from its target node (any node for a
+// broadcast), first reply per node.
+func (t *Tracker) recordReply(m *Message) {
+	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
+	defer cancel()
+	correlationID := string(m.CorrelationData)
+	r := NewReply(m.Node, m.Payload, m.ContentType, m.ReceivedAt)
+	var first bool
+	var latency time.Duration
+	s, err := t.update(ctx, m.Org, correlationID, func(cur *CommandStatus) *CommandStatus {
+		first = false
+		if cur == nil || !cur.Broadcast && cur.Node != m.Node {
+			return nil
+		}
+		final := len(cur.Replies) > 0 || !cur.FailedAt.IsZero() || !cur.ExpiredAt.IsZero()
+		if !cur.AddReply(r) {
+			return nil
+		}
+		if !final && len(cur.Replies) > 0 {
+			first = true
+			if !cur.PublishedAt.IsZero() {
+				latency = r.ReceivedAt.Sub(cur.PublishedAt)
+			}
+		}
+		return cur
+	})
+	if err != nil {
+		if t.ctx.Err() == nil {
+			t.log.Warn("command status not recorded", "step", StatusReplied, "org", m.Org, "node", m.Node, "correlation_id", correlationID, "err", err)
+		}
+		return
+	}
+	if s == nil {
+		t.log.Debug("reply matches no tracked command", "org", m.Org, "node", m.Node, "correlation_id", correlationID)
+		return
+	}
+	if first {
+		t.metrics.CommandCompleted(StatusReplied)
+		if latency > 0 {
+			t.metrics.CommandReplied(latency)
+		}
+	}
+}
+
+// Close stops the expiry timer and intake of replies, lets the workers
+// finish the queued reply updates until ctx ends, then cancels what is
+// left and waits for the workers. It does not close the store. Calling it
+// again is a no-op.
+func (t *Tracker) Close(ctx context.Context) error {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil
+	}
+	t.closed = true
+	close(t.jobs)
+	t.mu.Unlock()
+	t.exp.stop()
+
+	done := make(chan struct{})
+	go func() {
+		t.workers.Wait()
+		close(done)
+	}()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = fmt.Errorf("close tracker: reply status updates left: %w", ctx.Err())
+	}
+	t.cancel()
+	<-done
+	return err
+}

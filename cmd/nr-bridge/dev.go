@@ -1,0 +1,248 @@
+//go:build !nodev
+
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caarlos0/env/v11"
+
+	"github.com/nr-bridge/nr-bridge/internal/devmode"
+)
+
+// devDefaults are the addresses -dev uses for the variables that are not
+// set: loopback only, so a laptop does not expose an open broker.
+var devDefaults = map[string]string{
+	"MQTT_URL":  "tcp://127.0.0.1:1883",
+	"NATS_URL":  "nats://127.0.0.1:4222",
+	"HTTP_ADDR": "127.0.0.1:8080",
+}
+
+// devStopTimeout bounds stopping the embedded servers after the bridge.
+const devStopTimeout = 15 * time.Second
+
+// devStatsInterval is how often -dev logs the stream message counts (when
+// they changed).
+const devStatsInterval = 10 * time.Second
+
+// devFlags are the command-line flags of dev mode.
+type devFlags struct {
+	enabled bool
+	dataDir string
+}
+
+// addDevFlags registers -dev and -dev-data on fs.
+func addDevFlags(fs *flag.FlagSet) *devFlags {
+	d := &devFlags{}
+	fs.BoolVar(&d.enabled, "dev", false, "run an embedded MQTT broker and NATS server (JetStream) in this process and bridge them: try the bridge with nothing installed")
+	fs.StringVar(&d.dataDir, "dev-data", "", "with -dev: JetStream data directory (default $DEV_DATA_DIR, else "+devmode.DefaultDataDir+")")
+	return d
+}
+
+// applyDefaults sets the -dev addresses in environ for the variables that
+// are unset or empty; variables set explicitly win.
+func (d *devFlags) applyDefaults(environ map[string]string) {
+	for k, v := range devDefaults {
+		if environ[k] == "" {
+			environ[k] = v
+		}
+	}
+}
+
+// runDev starts the embedded servers where MQTT_URL and NATS_URL point,
+// runs the bridge against them, and stops them after the bridge has shut
+// down (on ctx's end, SIGTERM or SIGINT).
+func runDev(ctx context.Context, cfg *Config, d *devFlags, environ map[string]string, log *slog.Logger) error {
+	var dc devmode.Config
+	if err := env.ParseWithOptions(&dc, env.Options{Environment: environ}); err != nil {
+		return fmt.Errorf("dev mode: %w", err)
+	}
+	if d.dataDir != "" {
+		dc.DataDir = d.dataDir
+	}
+	mqttAddr, err := devListenAddr("MQTT_URL", cfg.MQTT.URL, "1883", "tcp", "mqtt")
+	if err != nil {
+		return err
+	}
+	natsURL, _, _ := strings.Cut(cfg.NATS.URL, ",")
+	natsAddr, err := devListenAddr("NATS_URL", natsURL, "4222", "nats")
+	if err != nil {
+		return err
+	}
+	// The HTTP port is bound by run, after the servers started; checking it
+	// first means a busy port fails before anything starts.
+	if err := devmode.CheckFree(cfg.HTTP.Addr, "HTTP_ADDR"); err != nil {
+		return err
+	}
+
+	srv, err := devmode.Start(ctx, devmode.Options{MQTTAddr: mqttAddr, NATSAddr: natsAddr, DataDir: dc.DataDir, Log: log})
+	if err != nil {
+		return err
+	}
+	urls := devURLs{
+		mqtt: "tcp://" + srv.MQTTAddr(),
+		nats: "nats://" + srv.NATSAddr(),
+		http: "http://" + connectable(cfg.HTTP.Addr),
+	}
+	log.Info("dev: MQTT broker listening", "url", urls.mqtt, "broker", "mochi-mqtt (in memory)")
+	log.Info("dev: NATS server listening", "url", urls.nats, "data_dir", dc.DataDir)
+	log.Info("dev: HTTP API listening", "url", urls.http)
+
+	var wg sync.WaitGroup
+	hctx, stopHelpers := context.WithCancel(ctx)
+	wg.Go(func() { announceWhenReady(hctx, urls, dc.DataDir, log) })
+	wg.Go(func() { logStreamCounts(hctx, srv, log) })
+
+	runErr := run(ctx, cfg, log)
+
+	stopHelpers()
+	wg.Wait()
+	sctx, cancel := context.WithTimeout(context.Background(), devStopTimeout)
+	defer cancel()
+	stopErr := srv.Stop(sctx)
+	if stopErr == nil {
+		log.Info("dev: embedded servers stopped")
+	}
+	return errors.Join(runErr, stopErr)
+}
+
+// devListenAddr turns a client URL (MQTT_URL, NATS_URL) into the host:port
+// the embedded server listens on. Dev mode serves plain TCP only.
+func devListenAddr(variable, raw, defaultPort string, schemes ...string) (string, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil || u.Host == "" {
+		return "", fmt.Errorf("%s %q: want %s://host:port", variable, raw, schemes[0])
+	}
+	if !slices.Contains(schemes, strings.ToLower(u.Scheme)) {
+		return "", fmt.Errorf("%s %q: -dev runs a plain TCP server: use %s://host:port", variable, raw, schemes[0])
+	}
+	port := u.Port()
+	if port == "" {
+		port = defaultPort
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
+}
+
+// connectable is a listen address as a client dials it: an empty or
+// unspecified host becomes 127.0.0.1.
+func connectable(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// devURLs are where a user reaches the three parts.
+type devURLs struct{ mqtt, nats, http string }
+
+// tryCommands are copy-paste commands for the running dev bridge: publish
+// an event, watch the backbone, send a command (issued now, valid an hour).
+func tryCommands(u devURLs, now time.Time) (pub, sub, cmd string) {
+	mq, _ := url.Parse(u.mqtt)
+	pub = fmt.Sprintf(`mosquitto_pub -V mqttv5 -h %s -p %s -q 1 -t org/demo/node/n1/events -m '{"temp":21.5}'`, mq.Hostname(), mq.Port())
+	sub = fmt.Sprintf(`nats --server %s sub 'nr.>'`, u.nats)
+	cmd = fmt.Sprintf(`curl -sS -X POST %s/org/demo/node/n1/cmd -H 'Content-Type: application/json' -d '{"type":"ping","version":1,"correlation_id":"demo-%d","issued_at":%d,"ttl_sec":3600,"payload":{}}'`,
+		u.http, now.Unix(), now.Unix())
+	return pub, sub, cmd
+}
+
+// announceWhenReady waits until /readyz answers 200, then logs the
+// copy-paste commands and, when stderr is a terminal, prints a banner there.
+func announceWhenReady(ctx context.Context, u devURLs, dataDir string, log *slog.Logger) {
+	client := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.http+"/readyz", nil)
+		if err != nil {
+			return
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			continue
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+	}
+	pub, sub, cmd := tryCommands(u, time.Now())
+	simCmd := "go run ./cmd/nr-sim -nodes 100 -rate 10"
+	if u.mqtt != devDefaults["MQTT_URL"] {
+		simCmd += " -url " + u.mqtt
+	}
+	log.Info("dev: ready; publish an event with", "command", pub)
+	log.Info("dev: watch events and replies with", "command", sub)
+	log.Info("dev: send a command with", "command", cmd)
+	if stderrIsTerminal() {
+		fmt.Fprintf(os.Stderr, `
+  nr-bridge -dev is ready: broker, NATS and bridge run in this process (Ctrl-C stops all).
+    MQTT broker  %s
+    NATS server  %s   (JetStream data in %s)
+    HTTP API     %s   (/healthz, /readyz)
+
+  Simulate a fleet (in another terminal):  %s
+  Publish one event:  %s
+  Watch the stream:   %s
+  Send a command:     %s
+
+`, u.mqtt, u.nats, dataDir, u.http, simCmd, pub, sub, cmd)
+	}
+}
+
+// stderrIsTerminal reports whether stderr is a character device (a
+// terminal), without golang.org/x/term.
+func stderrIsTerminal() bool {
+	fi, err := os.Stderr.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+// logStreamCounts logs how many messages each JetStream stream holds every
+// devStatsInterval when the counts changed, so a newcomer sees events
+// arriving without a NATS client.
+func logStreamCounts(ctx context.Context, srv *devmode.Servers, log *slog.Logger) {
+	tick := time.NewTicker(devStatsInterval)
+	defer tick.Stop()
+	var last map[string]uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		counts, err := srv.StreamMessages()
+		if err != nil || maps.Equal(counts, last) {
+			continue
+		}
+		last = counts
+		attrs := make([]any, 0, 2*len(counts))
+		for _, name := range slices.Sorted(maps.Keys(counts)) {
+			attrs = append(attrs, name, counts[name])
+		}
+		log.Info("dev: stream messages", attrs...)
+	}
+}

@@ -1,0 +1,105 @@
+package kafkastatus
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+)
+
+// A status is kept as several records, so that replicas writing at once
+// never overwrite each other's replies: one command record, key
+// bridge.StatusKey(org, id), holding the status without its replies, and
+// one reply record per node, key <that key>.<node>. Compaction keeps the
+// last record of each key, which is all the view needs.
+const (
+	kindCommand = "command"
+	kindReply   = "reply"
+)
+
+// record is the JSON value of a record of the status topic.
+type record struct {
+	Kind          string `json:"kind"`
+	Org           string `json:"org"`
+	CorrelationID string `json:"correlation_id"`
+	// Command is the status without Replies, RepliedAt and Status (kind
+	// command).
+	Command *bridge.CommandStatus `json:"command,omitempty"`
+	// IssuedAt is the issued_at of the command a reply answers, telling it
+	// from a later command with the same correlation ID (kind reply).
+	IssuedAt time.Time     `json:"issued_at,omitzero"`
+	Reply    *bridge.Reply `json:"reply,omitempty"`
+}
+
+func commandKey(org, correlationID string) string { return bridge.StatusKey(org, correlationID) }
+
+func replyKey(org, correlationID, node string) string {
+	return bridge.StatusKey(org, correlationID) + "." + node
+}
+
+// commandPart is s without what the reply records carry or what is derived.
+func commandPart(s *bridge.CommandStatus) *bridge.CommandStatus {
+	c := s.Clone()
+	c.Replies = nil
+	c.RepliedAt = time.Time{}
+	c.Status = ""
+	return c
+}
+
+// sameCommandPart reports whether a and b have the same command part.
+func sameCommandPart(a, b *bridge.CommandStatus) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	ja, err1 := json.Marshal(commandPart(a))
+	jb, err2 := json.Marshal(commandPart(b))
+	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
+}
+
+// sameCommand reports whether a and b are statuses of the same command,
+// not of two commands that used one correlation ID.
+func sameCommand(a, b *bridge.CommandStatus) bool {
+	return a.Node == b.Node && a.Type == b.Type && a.IssuedAt.Equal(b.IssuedAt)
+}
+
+// mergeCommand applies an incoming command record to the one held. Records
+// of one key arrive in the order they were written (one partition), so
+// the later one wins, except for what can only move forward: the first
+// acceptance and PUBACK, an expiry, and the count of dropped replies; a
+// record written from an older read must not undo them.
+func mergeCommand(held, in *bridge.CommandStatus) *bridge.CommandStatus {
+	if held == nil || !sameCommand(held, in) {
+		return in
+	}
+	out := in.Clone()
+	if !held.AcceptedAt.IsZero() && (out.AcceptedAt.IsZero() || held.AcceptedAt.Before(out.AcceptedAt)) {
+		out.AcceptedAt = held.AcceptedAt
+	}
+	if !held.PublishedAt.IsZero() && (out.PublishedAt.IsZero() || held.PublishedAt.Before(out.PublishedAt)) {
+		out.PublishedAt = held.PublishedAt
+		if out.ReasonCode == nil {
+			out.ReasonCode, out.NoSubscribers = held.ReasonCode, held.NoSubscribers
+		}
+	}
+	if out.ExpiredAt.IsZero() {
+		out.ExpiredAt = held.ExpiredAt
+	}
+	out.RepliesDropped = max(out.RepliesDropped, held.RepliesDropped)
+	return out
+}
+
+func decodeRecord(b []byte) (*record, error) {
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decode status record: %w", err)
+	}
+	switch {
+	case r.Kind == kindCommand && r.Command != nil:
+	case r.Kind == kindReply && r.Reply != nil && bridge.ValidID(r.Reply.Node):
+	default:
+		return nil, fmt.Errorf("decode status record: kind %q without its body", r.Kind)
+	}
+	return &r, nil
+}

@@ -1,0 +1,223 @@
+// Package natsstatus keeps command statuses (bridge.StatusStore) in a
+// JetStream key-value bucket, NR_COMMAND_STATUS by default, that every
+// replica shares: one key per command (bridge.StatusKey), history 1, and
+// compare-and-swap writes on the key's revision, so two replicas recording
+// replies at once never lose each other's.
+package natsstatus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+)
+
+// Config is the bucket's configuration. Defaults are in the envDefault
+// tags.
+type Config struct {
+	Bucket string `env:"NATS_STATUS_BUCKET" envDefault:"NR_COMMAND_STATUS" desc:"JetStream key-value bucket of command statuses (created with NATS_MANAGE_STREAMS)"`
+}
+
+// Validate checks the values; errors name the variable.
+func (c *Config) Validate() error {
+	if c.Bucket == "" || len(c.Bucket) > 64 {
+		return fmt.Errorf("NATS_STATUS_BUCKET %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", c.Bucket)
+	}
+	for i := 0; i < len(c.Bucket); i++ {
+		b := c.Bucket[i]
+		if !(b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9' || b == '_' || b == '-') {
+			return fmt.Errorf("NATS_STATUS_BUCKET %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", c.Bucket)
+		}
+	}
+	return nil
+}
+
+// defaultTimeout bounds a call whose ctx has no deadline.
+const defaultTimeout = 5 * time.Second
+
+// Options are how the bucket is created.
+type Options struct {
+	// Manage creates or updates the bucket at start (NATS_MANAGE_STREAMS);
+	// false: it must exist.
+	Manage bool
+	// Replicas of the bucket's stream (NATS_STREAM_REPLICAS).
+	Replicas int
+	// TTL is how long a status is kept after its last write: the largest
+	// command TTL plus the grace period. A bucket-wide TTL, since per-key
+	// TTLs need nats-server 2.11.
+	TTL time.Duration
+}
+
+// Store is the bucket; it implements bridge.StatusStore and is safe for
+// concurrent use. It holds no goroutines of its own besides those of
+// running watches.
+type Store struct {
+	kv  jetstream.KeyValue
+	log *slog.Logger
+}
+
+// New opens the bucket, creating or updating it with opts.Manage. A bucket
+// that exists with settings that cannot be changed is used as it is, with
+// a WARN. It makes one attempt: call it once the server is reachable.
+func New(ctx context.Context, js jetstream.JetStream, cfg Config, opts Options, log *slog.Logger) (*Store, error) {
+	log = log.With("component", "status", "backbone", "nats")
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	if !opts.Manage {
+		kv, err := js.KeyValue(ctx, cfg.Bucket)
+		if err != nil {
+			return nil, fmt.Errorf("key-value bucket %s (NATS_STATUS_BUCKET) not found and NATS_MANAGE_STREAMS=false: create it or let the bridge manage it: %w", cfg.Bucket, err)
+		}
+		return &Store{kv: kv, log: log}, nil
+	}
+	kvCfg := jetstream.KeyValueConfig{
+		Bucket:      cfg.Bucket,
+		Description: "nr-bridge: command statuses",
+		History:     1,
+		TTL:         opts.TTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+	}
+	kv, err := js.CreateOrUpdateKeyValue(ctx, kvCfg)
+	if err != nil {
+		existing, kerr := js.KeyValue(ctx, cfg.Bucket)
+		if kerr != nil {
+			return nil, fmt.Errorf("create key-value bucket %s: %w", cfg.Bucket, err)
+		}
+		log.Warn("key-value bucket exists with settings the bridge cannot apply; using it as it is", "bucket", cfg.Bucket, "err", err)
+		kv = existing
+	}
+	log.Info("status bucket ready", "bucket", cfg.Bucket, "ttl", opts.TTL.String())
+	return &Store{kv: kv, log: log}, nil
+}
+
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, defaultTimeout)
+}
+
+// Get implements bridge.StatusStore.
+func (s *Store) Get(ctx context.Context, org, correlationID string) (*bridge.CommandStatus, uint64, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	key := bridge.StatusKey(org, correlationID)
+	e, err := s.kv.Get(ctx, key)
+	if err != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil, 0, bridge.ErrStatusNotFound
+		}
+		return nil, 0, fmt.Errorf("get status %s: %w", key, err)
+	}
+	st, err := decode(e.Value())
+	if err != nil {
+		return nil, 0, fmt.Errorf("get status %s: %w", key, err)
+	}
+	return st, e.Revision(), nil
+}
+
+// Put implements bridge.StatusStore: Create for rev 0, else Update with
+// rev as the expected last revision.
+func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (uint64, error) {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	key := bridge.StatusKey(st.Org, st.CorrelationID)
+	b, err := json.Marshal(st)
+	if err != nil {
+		return 0, fmt.Errorf("put status %s: %w", key, err)
+	}
+	var n uint64
+	if rev == 0 {
+		n, err = s.kv.Create(ctx, key, b)
+	} else {
+		n, err = s.kv.Update(ctx, key, b, rev)
+	}
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), isWrongLastSequence(err):
+		return 0, fmt.Errorf("put status %s: %w", key, bridge.ErrStatusConflict)
+	}
+	return 0, fmt.Errorf("put status %s: %w", key, err)
+}
+
+// isWrongLastSequence matches the CAS failures jetstream does not map
+// (10071, and 10164 from replicated streams).
+func isWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant
+	}
+	return strings.Contains(err.Error(), "wrong last sequence")
+}
+
+// Watch implements bridge.StatusStore with a KV watch (an ordered push
+// consumer on the key's subject): it first delivers the current value,
+// then every new one.
+func (s *Store) Watch(ctx context.Context, org, correlationID string) (<-chan *bridge.CommandStatus, error) {
+	key := bridge.StatusKey(org, correlationID)
+	w, err := s.kv.Watch(ctx, key, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("watch status %s: %w", key, err)
+	}
+	out := make(chan *bridge.CommandStatus, 1)
+	go func() {
+		defer close(out)
+		defer func() {
+			_ = w.Stop()
+			// The library's callback sends on Updates under a lock that
+			// its close handler needs: read until it closes the channel
+			// (bounded, should the connection be gone already).
+			giveUp := time.NewTimer(defaultTimeout)
+			defer giveUp.Stop()
+			for {
+				select {
+				case _, ok := <-w.Updates():
+					if !ok {
+						return
+					}
+				case <-giveUp.C:
+					return
+				}
+			}
+		}()
+		for {
+			select {
+			case e, ok := <-w.Updates():
+				if !ok {
+					return
+				}
+				if e == nil {
+					continue // end of the initial values
+				}
+				st, err := decode(e.Value())
+				if err != nil {
+					s.log.Warn("undecodable command status", "key", key, "err", err)
+					continue
+				}
+				bridge.OfferStatus(out, st)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}
+
+func decode(b []byte) (*bridge.CommandStatus, error) {
+	var st bridge.CommandStatus
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("decode status: %w", err)
+	}
+	return &st, nil
+}
+
+var _ bridge.StatusStore = (*Store)(nil)
