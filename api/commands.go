@@ -33,6 +33,8 @@ type CommandPublisher interface {
 	// Publish publishes a parsed command and returns after the broker's
 	// PUBACK; see bridge.Publisher.Publish for the errors.
 	Publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error)
+	// Refused counts a command refused before it reached Publish.
+	Refused(source string, err error)
 }
 
 // Errors the command routes produce before the publisher is involved; the
@@ -98,6 +100,7 @@ func (c *commandRoutes) handler(target func(*http.Request) bridge.Target) http.H
 		}
 		if err != nil {
 			c.log.Warn("command rejected", "org", t.Org, "node", t.Node, "err", err)
+			c.pub.Refused(bridge.SourceHTTP, err)
 			writeCommandError(w, err)
 			return
 		}

@@ -48,6 +48,15 @@ type CommandMetrics interface {
 	CommandRefused(source, reason string)
 }
 
+// PublisherMetrics is what the publisher reports: its command counts, its
+// own MQTT connection, and the commands the sources dead-letter (counted
+// under nr_bridge_dead_letters_total beside the events).
+type PublisherMetrics interface {
+	CommandMetrics
+	MQTTConnected(connection string, up bool)
+	DeadLettered(reason string)
+}
+
 // Command sources, the source label of the command metrics.
 const (
 	SourceHTTP   = "http"

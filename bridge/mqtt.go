@@ -209,6 +209,9 @@ func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.
 			}
 			rm := receiveMax
 			p.Properties.ReceiveMaximum = &rm
+			// Ask for reason strings on refusals (PUBACK/SUBACK >= 0x80), so logs
+			// say why; autopaho leaves this off when it builds the properties.
+			p.Properties.RequestProblemInfo = true
 			return p, nil
 		},
 		ClientConfig: paho.ClientConfig{

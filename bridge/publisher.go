@@ -150,7 +150,8 @@ type Publisher struct {
 	abort       context.Context
 	abortCancel context.CancelFunc
 
-	observer PublishObserver // command tracking; nil: none (see Observe)
+	observer PublishObserver  // command tracking; nil: none (see Observe)
+	metrics  PublisherMetrics // never nil (NopMetrics by default)
 
 	mu       sync.Mutex
 	closed   bool
@@ -171,7 +172,30 @@ func NewPublisher(cfg *MQTTConfig, limits CommandLimits, log *slog.Logger) *Publ
 		now:         time.Now,
 		abort:       abort,
 		abortCancel: abortCancel,
+		metrics:     NopMetrics{},
 	}
+}
+
+// SetMetrics makes the publisher count its commands (published with their
+// latency, refused by reason) and its connection state in m. Call it before
+// Start.
+func (p *Publisher) SetMetrics(m PublisherMetrics) {
+	if m != nil {
+		p.metrics = m
+	}
+}
+
+// Refused counts a command from source that was refused before it reached
+// Publish (a body that does not parse, a bad subject or key). Publish counts
+// its own refusals.
+func (p *Publisher) Refused(source string, err error) {
+	p.metrics.CommandRefused(source, ReasonOf(err))
+}
+
+// DeadLettered counts a command a source wrote to the dead-letter
+// subject or topic because of err.
+func (p *Publisher) DeadLettered(err error) {
+	p.metrics.DeadLettered(ReasonOf(err))
 }
 
 // Observe makes the publisher report every command that passed its checks
@@ -201,10 +225,12 @@ func (p *Publisher) Start(ctx context.Context) error {
 	cc.SessionExpiryInterval = 0
 	cc.OnConnectionUp = func(_ *autopaho.ConnectionManager, _ *paho.Connack) {
 		p.connected.Store(true)
+		p.metrics.MQTTConnected(p.clientID, true)
 		p.log.Info("MQTT connection established", "url", p.cfg.URL)
 	}
 	cc.OnConnectionDown = func() bool {
 		p.connected.Store(false)
+		p.metrics.MQTTConnected(p.clientID, false)
 		p.log.Warn("MQTT connection lost")
 		return true
 	}
@@ -260,6 +286,17 @@ func (p *Publisher) Ready() error {
 // with 0x10 (no matching subscribers) is a success. Retrying is the caller's
 // decision: see Retryable.
 func (p *Publisher) Publish(ctx context.Context, t Target, c Command, source string) (PublishResult, error) {
+	start := time.Now()
+	res, err := p.publish(ctx, t, c, source)
+	if err != nil {
+		p.metrics.CommandRefused(source, ReasonOf(err))
+	} else {
+		p.metrics.CommandPublished(source, time.Since(start))
+	}
+	return res, err
+}
+
+func (p *Publisher) publish(ctx context.Context, t Target, c Command, source string) (PublishResult, error) {
 	log := p.log.With("source", source, "org", t.Org, "node", t.Node, "correlation_id", c.CorrelationID)
 	if err := t.Validate(); err != nil {
 		err = fmt.Errorf("publish command: %w", err)
@@ -421,6 +458,7 @@ func (p *Publisher) Stop(ctx context.Context) error {
 	err := cm.Disconnect(dctx)
 	p.cancel()
 	p.connected.Store(false)
+	p.metrics.MQTTConnected(p.clientID, false)
 	if err != nil && !errors.Is(err, autopaho.ConnectionDownError) {
 		return fmt.Errorf("disconnect %s: %w", p.clientID, err)
 	}

@@ -93,6 +93,11 @@ func realMain() int {
 // acks), command publisher, command tracking, backbone.
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	log.Info("nr-bridge starting", append([]any{"version", version()}, cfg.logAttrs()...)...)
+	stopPprof, err := startPprof(cfg.PprofAddr, log)
+	if err != nil {
+		return err
+	}
+	defer stopPprof()
 
 	// The token and certificate files are read before anything connects,
 	// so a missing one fails at start naming its variable.
@@ -129,6 +134,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	// is open (Attach below); until then commands go out untracked.
 	tracker := bridge.NewTracker(cfg.Tracking, log, m)
 	pub.Observe(tracker)
+	pub.SetMetrics(m)
 	if err := pub.Start(ctx); err != nil {
 		return errors.Join(err, tracker.Close(ctx))
 	}

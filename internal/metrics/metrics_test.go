@@ -329,3 +329,62 @@ func TestReasonOf(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandMetrics: the HTTP API and the publisher count published and
+// refused commands by source and reason, and the publisher's connection.
+func TestCommandMetrics(t *testing.T) {
+	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
+	m := metrics.New("nats", "test")
+	cfg := &bridge.MQTTConfig{
+		URL: mq.URL(), ClientID: "cm", ShareGroup: "g", Workers: 1, KeepAlive: 30 * time.Second,
+		ConnectTimeout: 5 * time.Second, ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second,
+		MaxInflight: 10, AckInterval: 10 * time.Millisecond, PublishTimeout: 5 * time.Second, OrgID: "acme",
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	pub := bridge.NewPublisher(cfg, bridge.DefaultCommandLimits(), log)
+	pub.SetMetrics(m)
+	if err := pub.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = pub.Stop(ctx)
+	})
+	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
+	h := api.NewHandler(api.Deps{Log: log, Commands: pub, OrgID: "acme", Metrics: m})
+	post := func(path, body string) int {
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	good := fmt.Sprintf(`{"type":"reboot","version":1,"correlation_id":"c1","issued_at":%d,"ttl_sec":60,"payload":{}}`, time.Now().Unix())
+	if code := post("/org/acme/node/n1/cmd", good); code != http.StatusAccepted {
+		t.Fatalf("good command: %d", code)
+	}
+	if code := post("/org/acme/node/n1/cmd", `{"type":"x"}`); code != http.StatusUnprocessableEntity {
+		t.Fatalf("invalid command: %d", code)
+	}
+	if code := post("/org/other/node/n1/cmd", good); code != http.StatusForbidden {
+		t.Fatalf("out of scope: %d", code)
+	}
+	fams := scrape(t, h)
+	checks := []struct {
+		name   string
+		labels []string
+		want   float64
+	}{
+		{"nr_bridge_commands_published_total", []string{"source", "http"}, 1},
+		{"nr_bridge_commands_refused_total", []string{"source", "http", "reason", "invalid_command"}, 1},
+		{"nr_bridge_commands_refused_total", []string{"source", "http", "reason", "out_of_scope"}, 1},
+		{"nr_bridge_command_publish_latency_seconds", []string{"source", "http"}, 1},
+		{"nr_bridge_mqtt_connected", []string{"connection", "cm-pub"}, 1},
+	}
+	for _, c := range checks {
+		if got := value(fams, c.name, c.labels...); got != c.want {
+			t.Errorf("%s%v = %v, want %v", c.name, c.labels, got, c.want)
+		}
+	}
+}

@@ -146,7 +146,10 @@ func Connect(cfg Config, name string, log *slog.Logger, extra ...nats.Option) (*
 			fl.reset()
 			log.Info("NATS connection established", "url", c.ConnectedUrlRedacted())
 		}),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
+			if err == nil && (c.IsClosed() || c.IsDraining()) {
+				return // our own Drain or Close at shutdown
+			}
 			log.Warn("NATS connection lost", "err", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {

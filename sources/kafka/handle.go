@@ -37,7 +37,9 @@ func (s *Source) handle(ctx context.Context, r *kgo.Record) error {
 	if err == nil {
 		c, err = bridge.ParseCommand(r.Value, time.Now(), s.limits)
 	}
-	if err == nil {
+	if err != nil {
+		s.pub.Refused(bridge.SourceStream, err)
+	} else {
 		_, err = s.pub.Publish(ctx, t, c, bridge.SourceStream)
 		if err == nil {
 			if s.log.Enabled(ctx, slog.LevelDebug) {
@@ -73,6 +75,7 @@ func (s *Source) deadLetter(ctx context.Context, r *kgo.Record, reason error) er
 	case <-ctx.Done():
 		return fmt.Errorf("dead-letter command at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, ctx.Err())
 	}
+	s.pub.DeadLettered(reason)
 	s.log.Warn("command dead-lettered", "kafka_topic", r.Topic, "partition", r.Partition, "offset", r.Offset,
 		"key", string(r.Key), "reason", oneLine(reason.Error()))
 	return nil

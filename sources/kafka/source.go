@@ -20,6 +20,12 @@ import (
 // between retrying and dead-lettering with bridge.Retryable.
 type Publisher interface {
 	Publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error)
+	// Refused counts a command refused before it reached Publish (bad
+	// subject or key, a body that does not parse).
+	Refused(source string, err error)
+	// DeadLettered counts a command written to the dead-letter subject or
+	// topic because of err.
+	DeadLettered(err error)
 }
 
 // Retry backoff while commands cannot be published (MQTT broker down, no

@@ -162,7 +162,7 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	}
 	// Slow publishing down so that the stream is still flowing while the
 	// group changes.
-	slow := slowPublisher{pub: pub, delay: 10 * time.Millisecond}
+	slow := slowPublisher{Publisher: pub, delay: 10 * time.Millisecond}
 	first := startSource(t, cfg, slow, 5)
 	testserver.WaitFor(t, 30*time.Second, "first commands delivered", func() bool { return distinct() >= 30 })
 	// A second member joins: the partitions are rebalanced while the
@@ -241,7 +241,7 @@ var _ kafkasource.Publisher = (*bridge.Publisher)(nil)
 
 // slowPublisher is the real publisher with a delay before each publish.
 type slowPublisher struct {
-	pub   *bridge.Publisher
+	*bridge.Publisher
 	delay time.Duration
 }
 
@@ -251,5 +251,5 @@ func (p slowPublisher) Publish(ctx context.Context, t bridge.Target, c bridge.Co
 	case <-ctx.Done():
 		return bridge.PublishResult{}, ctx.Err()
 	}
-	return p.pub.Publish(ctx, t, c, source)
+	return p.Publisher.Publish(ctx, t, c, source)
 }

@@ -28,6 +28,12 @@ type Publisher interface {
 	// Publish publishes a parsed command and returns after the broker's
 	// PUBACK; see bridge.Publisher.Publish.
 	Publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error)
+	// Refused counts a command refused before it reached Publish (bad
+	// subject or key, a body that does not parse).
+	Refused(source string, err error)
+	// DeadLettered counts a command written to the dead-letter subject or
+	// topic because of err.
+	DeadLettered(err error)
 }
 
 // Source consumes the commands stream. Each message is handled once at a
@@ -158,11 +164,13 @@ func (s *Source) handle(d delivery) {
 	}
 	t, err := bridge.ParseCommandSubject(s.streams.SubjectPrefix, subject)
 	if err != nil {
+		s.pub.Refused(bridge.SourceStream, err)
 		s.deadLetter(m, "", err)
 		return
 	}
 	c, err := bridge.ParseCommand(m.Data(), time.Now(), s.pub.Limits())
 	if err != nil {
+		s.pub.Refused(bridge.SourceStream, err)
 		s.deadLetter(m, "", err)
 		return
 	}
@@ -235,6 +243,7 @@ func (s *Source) deadLetter(m jetstream.Msg, correlationID string, reason error)
 		_ = m.NakWithDelay(s.cfg.RetryMin)
 		return
 	}
+	s.pub.DeadLettered(reason)
 	// Term, not TermWithReason: servers before 2.10.4 ignore the latter and
 	// would redeliver the message.
 	if err := m.Term(); err != nil {
