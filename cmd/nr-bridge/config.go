@@ -29,6 +29,7 @@ type Config struct {
 	Backbone        string        `env:"BACKBONE" envDefault:"nats" desc:"where events and replies go: nats or kafka"`
 	LogLevel        string        `env:"LOG_LEVEL" envDefault:"info" desc:"debug, info, warn or error"`
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"bound on finishing in-flight work at SIGTERM"`
+	PprofAddr       string        `env:"PPROF_ADDR" desc:"opt-in: serve net/http/pprof on this address (e.g. 127.0.0.1:6060), on its own listener without auth; unset = off"`
 
 	MQTT      bridge.MQTTConfig
 	HTTP      api.Config
