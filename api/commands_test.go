@@ -17,6 +17,7 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 )
@@ -34,21 +35,9 @@ func (w cmdTestWriter) Write(p []byte) (int, error) {
 }
 
 func cmdTestMQTTConfig(brokerURL, clientID, orgID string) *bridge.MQTTConfig {
-	return &bridge.MQTTConfig{
-		URL:            brokerURL,
-		ClientID:       clientID,
-		OrgID:          orgID,
-		ShareGroup:     "nr-listeners",
-		Workers:        1,
-		SessionExpiry:  time.Minute,
-		KeepAlive:      30 * time.Second,
-		ConnectTimeout: 5 * time.Second,
-		ReconnectMin:   50 * time.Millisecond,
-		ReconnectMax:   200 * time.Millisecond,
-		MaxInflight:    100,
-		AckInterval:    10 * time.Millisecond,
-		PublishTimeout: 5 * time.Second,
-	}
+	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
+	cfg.OrgID, cfg.AckInterval = orgID, 10*time.Millisecond
+	return cfg
 }
 
 // cmdTestEnv is a real Mosquitto, a subscriber on org/# and a publisher,

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
@@ -21,20 +22,9 @@ func testLogger() *slog.Logger {
 }
 
 func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
-	return &bridge.MQTTConfig{
-		URL:            brokerURL,
-		ClientID:       clientID,
-		ShareGroup:     "nr-listeners",
-		Workers:        2,
-		SessionExpiry:  time.Minute,
-		KeepAlive:      30 * time.Second,
-		ConnectTimeout: 5 * time.Second,
-		ReconnectMin:   100 * time.Millisecond,
-		ReconnectMax:   time.Second,
-		MaxInflight:    500,
-		AckInterval:    5 * time.Millisecond,
-		PublishTimeout: 5 * time.Second,
-	}
+	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
+	cfg.Workers, cfg.MaxInflight, cfg.ReconnectMax = 2, 500, time.Second
+	return cfg
 }
 
 func natsjsConfig() natsjs.Config {

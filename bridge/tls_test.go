@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
@@ -36,13 +37,10 @@ func (l *tlsLogs) String() string {
 }
 
 func tlsMQTTConfig(url, clientID, ca, cert, key string) *bridge.MQTTConfig {
-	return &bridge.MQTTConfig{
-		URL: url, ClientID: clientID, CAFile: ca, CertFile: cert, KeyFile: key,
-		ShareGroup: "nr-listeners", Workers: 2, SessionExpiry: time.Minute,
-		KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second,
-		ReconnectMin: 100 * time.Millisecond, ReconnectMax: 500 * time.Millisecond,
-		MaxInflight: 500, AckInterval: 5 * time.Millisecond, PublishTimeout: 5 * time.Second,
-	}
+	cfg := bridgetest.MQTTConfig(url, clientID)
+	cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, cert, key
+	cfg.Workers, cfg.MaxInflight = 2, 500
+	return cfg
 }
 
 // tlsReceiver runs a receiver writing to a JetStream sink on natsURL and

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
@@ -41,20 +42,9 @@ func kafkaConfig(t *testing.T, k *testserver.Kafka, extra map[string]string) kaf
 }
 
 func mqttConfig(brokerURL, clientID string, workers int) *bridge.MQTTConfig {
-	return &bridge.MQTTConfig{
-		URL:            brokerURL,
-		ClientID:       clientID,
-		ShareGroup:     "nr-listeners",
-		Workers:        workers,
-		SessionExpiry:  time.Minute,
-		KeepAlive:      30 * time.Second,
-		ConnectTimeout: 5 * time.Second,
-		ReconnectMin:   100 * time.Millisecond,
-		ReconnectMax:   time.Second,
-		MaxInflight:    500,
-		AckInterval:    5 * time.Millisecond,
-		PublishTimeout: 5 * time.Second,
-	}
+	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
+	cfg.Workers, cfg.MaxInflight = workers, 500
+	return cfg
 }
 
 // startSink opens a sink on conn; a cleanup closes it after the receivers
@@ -106,51 +96,13 @@ func adminClient(t *testing.T, k *testserver.Kafka) (*kgo.Client, *kadm.Client) 
 	return cl, kadm.NewClient(cl)
 }
 
-// recordCount is the number of records in topic (sum of the end offsets),
-// or -1 while it cannot be read.
-func recordCount(adm *kadm.Client, topic string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil || ends.Error() != nil {
-		return -1
-	}
-	n := 0
-	ends.Each(func(o kadm.ListedOffset) { n += int(o.Offset) })
-	return n
-}
+// The Kafka readers are shared with the other packages' tests.
+var (
+	recordCount = bridgetest.RecordCount
+	header      = bridgetest.Header
+)
 
-// readTopic reads every record of topic from the start, n at least, in
-// partition order.
 func readTopic(t *testing.T, k *testserver.Kafka, topic string, n int) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var out []*kgo.Record
-	deadline := time.Now().Add(30 * time.Second)
-	for len(out) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("read %s: %d of %d records after 30s", topic, len(out), n)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
-	return out
-}
-
-// header returns the value of the first header named key, and whether
-// there is one.
-func header(r *kgo.Record, key string) (string, bool) {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value), true
-		}
-	}
-	return "", false
+	return bridgetest.ReadTopic(t, k.Brokers(), topic, n)
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -57,19 +58,7 @@ func newAdmin(t *testing.T, k *testserver.Kafka) *kadm.Client {
 }
 
 func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
-	return &bridge.MQTTConfig{
-		URL:            brokerURL,
-		ClientID:       clientID,
-		ShareGroup:     "nr-listeners",
-		Workers:        1,
-		KeepAlive:      30 * time.Second,
-		ConnectTimeout: 2 * time.Second,
-		ReconnectMin:   100 * time.Millisecond,
-		ReconnectMax:   500 * time.Millisecond,
-		MaxInflight:    100,
-		AckInterval:    5 * time.Millisecond,
-		PublishTimeout: 5 * time.Second,
-	}
+	return bridgetest.MQTTConfig(brokerURL, clientID)
 }
 
 // startPublisher starts the bridge's publisher on brokerURL, stopped at
@@ -137,20 +126,6 @@ func command(correlationID string, ttl int) []byte {
 		correlationID, time.Now().Unix(), ttl)
 }
 
-// recordCount is the number of records in topic, or -1 while it cannot be
-// read.
-func recordCount(adm *kadm.Client, topic string) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	ends, err := adm.ListEndOffsets(ctx, topic)
-	if err != nil || ends.Error() != nil {
-		return -1
-	}
-	n := 0
-	ends.Each(func(o kadm.ListedOffset) { n += int(o.Offset) })
-	return n
-}
-
 // allCommitted reports whether group has committed the end offset of every
 // partition of topic.
 func allCommitted(adm *kadm.Client, group, topic string) bool {
@@ -174,34 +149,13 @@ func allCommitted(adm *kadm.Client, group, topic string) bool {
 	return ok
 }
 
-// readTopic reads at least n records of topic from the start.
+// The Kafka readers are shared with the other packages' tests.
+var (
+	recordCount = bridgetest.RecordCount
+	header      = bridgetest.Header
+)
+
 func readTopic(t *testing.T, k *testserver.Kafka, topic string, n int) []*kgo.Record {
 	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	var out []*kgo.Record
-	deadline := time.Now().Add(30 * time.Second)
-	for len(out) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("read %s: %d of %d records after 30s", topic, len(out), n)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		fs := cl.PollFetches(ctx)
-		cancel()
-		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
-	}
-	return out
-}
-
-func header(r *kgo.Record, key string) (string, bool) {
-	for _, h := range r.Headers {
-		if h.Key == key {
-			return string(h.Value), true
-		}
-	}
-	return "", false
+	return bridgetest.ReadTopic(t, k.Brokers(), topic, n)
 }

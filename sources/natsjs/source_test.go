@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
@@ -42,20 +43,9 @@ func (w testWriter) Write(p []byte) (int, error) {
 }
 
 func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
-	return &bridge.MQTTConfig{
-		URL:            brokerURL,
-		ClientID:       clientID,
-		ShareGroup:     "nr-listeners",
-		Workers:        1,
-		SessionExpiry:  time.Minute,
-		KeepAlive:      30 * time.Second,
-		ConnectTimeout: 5 * time.Second,
-		ReconnectMin:   50 * time.Millisecond,
-		ReconnectMax:   200 * time.Millisecond,
-		MaxInflight:    100,
-		AckInterval:    10 * time.Millisecond,
-		PublishTimeout: 5 * time.Second,
-	}
+	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
+	cfg.AckInterval = 10 * time.Millisecond
+	return cfg
 }
 
 func streamsConfig() sinknatsjs.Config {
