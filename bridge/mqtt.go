@@ -199,6 +199,7 @@ func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.
 		SessionExpiryInterval:         expiry,
 		ReconnectBackoff:              Backoff(c.ReconnectMin, c.ReconnectMax),
 		ConnectTimeout:                c.ConnectTimeout,
+		AttemptConnection:             attemptConnection, // buffered reads and coalesced writes (conn.go)
 		ConnectUsername:               c.Username,
 		ConnectPassword:               []byte(c.Password),
 		Errors:                        slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -38,10 +39,24 @@ type Sink struct {
 	mu     sync.RWMutex
 	closed bool
 	done   chan struct{} // closed when the ack loop has resolved everything
+
+	// ready is what Ready reports, refreshed every readyRefresh by
+	// watchReady: nats.go holds the connection's lock while a write to the
+	// server blocks (a slow link, up to its one-minute flusher timeout), and
+	// reading the status there would hang /readyz and /metrics with it.
+	ready     atomic.Pointer[readyState]
+	stopReady chan struct{}
+	readyDone chan struct{} // closed when watchReady returned
 }
+
+// readyRefresh is how often the connection status behind Ready is read.
+const readyRefresh = 250 * time.Millisecond
+
+type readyState struct{ err error }
 
 type pending struct {
 	fut  jetstream.PubAckFuture
+	m    *bridge.Message
 	done func(error)
 }
 
@@ -64,11 +79,16 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 		window:  make(chan struct{}, cfg.PublishWindow),
 		pending: make(chan pending, cfg.PublishWindow),
 		done:    make(chan struct{}),
+
+		stopReady: make(chan struct{}),
+		readyDone: make(chan struct{}),
 	}
 	if err := s.setup(ctx); err != nil {
 		return nil, err
 	}
+	s.ready.Store(&readyState{err: s.connState()})
 	go s.ackLoop()
+	go s.watchReady()
 	return s, nil
 }
 
@@ -128,8 +148,29 @@ func Transient(err error) bool {
 
 // Ready returns nil while the NATS connection is up, else its state and
 // the last connection error (a refused TLS handshake, an authorization
-// violation), so /readyz says why.
-func (s *Sink) Ready() error {
+// violation), so /readyz says why. It never blocks: it reports the state
+// read at most readyRefresh ago (or, while a write holds the connection,
+// the last state read).
+func (s *Sink) Ready() error { return s.ready.Load().err }
+
+// watchReady refreshes what Ready reports until Close.
+func (s *Sink) watchReady() {
+	defer close(s.readyDone)
+	tick := time.NewTicker(readyRefresh)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopReady:
+			return
+		case <-tick.C:
+		}
+		s.ready.Store(&readyState{err: s.connState()})
+	}
+}
+
+// connState reads the connection's status; it blocks while a write to the
+// server holds the connection's lock.
+func (s *Sink) connState() error {
 	if st := s.nc.Status(); st != nats.CONNECTED {
 		if err := s.nc.LastError(); err != nil {
 			return fmt.Errorf("nats %s: %w", st, err)
@@ -155,18 +196,14 @@ func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
 		done(bridge.ErrClosed)
 		return
 	}
-	var opts []jetstream.PublishOpt
-	if m.MsgID != "" {
-		opts = append(opts, jetstream.WithMsgID(m.MsgID))
-	}
-	fut, err := s.js.PublishMsgAsync(msg, opts...)
+	fut, err := s.js.PublishMsgAsync(msg)
 	if err != nil {
 		s.mu.RUnlock()
 		<-s.window
 		done(s.classify(m, err))
 		return
 	}
-	s.pending <- pending{fut: fut, done: func(err error) { done(s.classify(m, err)) }}
+	s.pending <- pending{fut: fut, m: m, done: done}
 	s.mu.RUnlock()
 }
 
@@ -181,7 +218,7 @@ func (s *Sink) ackLoop() {
 		case err = <-p.fut.Err():
 		}
 		<-s.window // before done, which may write again
-		p.done(err)
+		p.done(s.classify(p.m, err))
 	}
 }
 
@@ -206,8 +243,28 @@ func (s *Sink) subject(m *bridge.Message) string {
 }
 
 func (s *Sink) natsMsg(m *bridge.Message) *nats.Msg {
-	h := make(nats.Header, 8+len(m.Properties))
-	m.Headers(func(k, v string) { h[k] = append(h[k], v) })
+	// One backing array for every header value instead of a slice per
+	// header; each value gets a capped one-element window of it, so a
+	// repeated name appends to a copy and never overwrites a neighbour.
+	h := make(nats.Header, 9+len(m.Properties))
+	vals := make([]string, 0, 9+len(m.Properties))
+	add := func(k, v string) {
+		if old, ok := h[k]; ok {
+			h[k] = append(old, v)
+			return
+		}
+		vals = append(vals, v)
+		n := len(vals)
+		h[k] = vals[n-1 : n : n]
+	}
+	m.Headers(add)
+	if m.MsgID != "" {
+		// What jetstream.WithMsgID sets (replacing a user property of that
+		// name), without a per-message option.
+		vals = append(vals, m.MsgID)
+		n := len(vals)
+		h[HeaderMsgID] = vals[n-1 : n : n]
+	}
 	data := m.Payload
 	if m.DeadLetter != "" {
 		// A dead letter keeps its payload, cut to fit when the message was
@@ -228,12 +285,15 @@ func (s *Sink) Close(ctx context.Context) error {
 	if !s.closed {
 		s.closed = true
 		close(s.pending)
+		close(s.stopReady)
 	}
 	s.mu.Unlock()
-	select {
-	case <-s.done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("close jetstream sink: %w", ctx.Err())
+	for _, done := range []chan struct{}{s.done, s.readyDone} {
+		select {
+		case <-done:
+		case <-ctx.Done():
+			return fmt.Errorf("close jetstream sink: %w", ctx.Err())
+		}
 	}
+	return nil
 }

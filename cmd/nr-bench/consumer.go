@@ -1,0 +1,136 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// consumer reads NR_EVENTS with an ordered JetStream consumer and records,
+// per message, the arrival time minus the publisher's timestamp (the ts
+// field of nr-sim's payload), and counts distinct msg_ids for lost and
+// duplicate counts.
+type consumer struct {
+	nc  *nats.Conn
+	cc  jetstream.ConsumeContext
+	mu  sync.Mutex
+	ids map[string]struct{}
+	n   int64 // arrivals, duplicates included
+	dup int64
+	// latencies of arrivals while recording
+	recording bool
+	lat       []time.Duration
+	first     time.Time
+	last      time.Time
+}
+
+func startConsumer(ctx context.Context, natsURL, stream string) (*consumer, error) {
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	// The target creates the stream; wait for it.
+	var s jetstream.Stream
+	for {
+		s, err = js.Stream(ctx, stream)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	oc, err := s.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	c := &consumer{nc: nc, ids: make(map[string]struct{}, 1<<20)}
+	c.cc, err = oc.Consume(c.handle, jetstream.PullMaxMessages(2000))
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+var tsKey = []byte(`"ts":`)
+
+func (c *consumer) handle(m jetstream.Msg) {
+	now := time.Now()
+	id := m.Headers().Get(jetstream.MsgIDHeader)
+	var ts int64
+	data := m.Data()
+	if i := bytes.Index(data, tsKey); i >= 0 {
+		rest := data[i+len(tsKey):]
+		j := 0
+		for j < len(rest) && rest[j] >= '0' && rest[j] <= '9' {
+			j++
+		}
+		ts, _ = strconv.ParseInt(string(rest[:j]), 10, 64)
+	}
+	c.mu.Lock()
+	c.n++
+	if c.first.IsZero() {
+		c.first = now
+	}
+	c.last = now
+	if _, ok := c.ids[id]; ok {
+		c.dup++
+	} else {
+		c.ids[id] = struct{}{}
+	}
+	if c.recording && ts > 0 {
+		c.lat = append(c.lat, now.Sub(time.Unix(0, ts)))
+	}
+	c.mu.Unlock()
+}
+
+// snapshot returns arrivals and distinct messages so far.
+func (c *consumer) snapshot() (arrivals, distinct int64, first, last time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n, int64(len(c.ids)), c.first, c.last
+}
+
+func (c *consumer) record(on bool) {
+	c.mu.Lock()
+	c.recording = on
+	c.mu.Unlock()
+}
+
+// percentiles of the recorded latencies.
+func (c *consumer) percentiles() (p50, p99, p999 time.Duration, n int) {
+	c.mu.Lock()
+	l := slices.Clone(c.lat)
+	c.mu.Unlock()
+	return pcts(l)
+}
+
+func pcts(l []time.Duration) (p50, p99, p999 time.Duration, n int) {
+	if len(l) == 0 {
+		return 0, 0, 0, 0
+	}
+	slices.Sort(l)
+	at := func(q float64) time.Duration { return l[min(len(l)-1, int(q*float64(len(l))))] }
+	return at(0.50), at(0.99), at(0.999), len(l)
+}
+
+func (c *consumer) close() {
+	c.cc.Stop()
+	c.nc.Close()
+}

@@ -1,0 +1,160 @@
+package natsjs_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	"github.com/nr-bridge/nr-bridge/internal/testserver"
+	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
+)
+
+// stallProxy forwards TCP to target; while stalled it stops reading from
+// the client, so the client's writes block once the socket buffers are
+// full, as on a congested link to a slow server.
+type stallProxy struct {
+	ln      net.Listener
+	target  string
+	mu      sync.Mutex
+	stalled bool
+	resume  *sync.Cond
+	conns   []net.Conn
+}
+
+func startStallProxy(t *testing.T, target string) *stallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, target: target}
+	p.resume = sync.NewCond(&p.mu)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, s)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(c, s) }()
+			go p.copyClient(s, c)
+		}
+	}()
+	t.Cleanup(func() {
+		p.setStalled(false)
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+	return p
+}
+
+func (p *stallProxy) copyClient(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		p.mu.Lock()
+		for p.stalled {
+			p.resume.Wait()
+		}
+		p.mu.Unlock()
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *stallProxy) setStalled(v bool) {
+	p.mu.Lock()
+	p.stalled = v
+	p.mu.Unlock()
+	p.resume.Broadcast()
+}
+
+// returnsWithin reports whether f returns within d.
+func returnsWithin(d time.Duration, f func()) bool {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(d):
+		return false
+	}
+}
+
+// TestReadyDoesNotBlockOnSlowConnection: nats.go holds the connection's
+// lock while a write to the server blocks (a slow or congested link), so
+// reading the connection status there blocks too, up to its one-minute
+// flusher timeout. Ready backs /readyz and nr_bridge_backbone_connected; it
+// must answer at once even then (found by the fault suite's slow-backbone
+// scenario, where GET /metrics timed out).
+func TestReadyDoesNotBlockOnSlowConnection(t *testing.T) {
+	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	proxy := startStallProxy(t, fmt.Sprintf("127.0.0.1:%d", ns.Port()))
+	log := slog.New(slog.DiscardHandler)
+	nc, err := natsconn.Connect(natsconn.Config{URL: "nats://" + proxy.ln.Addr().String()}, "t", log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cfg := config()
+	cfg.PublishWindow, cfg.AckTimeout = 4096, time.Minute
+	sink, err := natsjs.New(ctx, nc, cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Ready(); err != nil {
+		t.Fatalf("Ready before the stall: %v", err)
+	}
+
+	proxy.setStalled(true)
+	var written sync.WaitGroup
+	payload := make([]byte, 64<<10)
+	go func() {
+		for i := 0; i < 1000 && ctx.Err() == nil; i++ {
+			written.Add(1)
+			m := bridge.NewMessage(fmt.Sprintf("org/o1/node/n%d/events", i%10), payload, time.Now(), "", nil, nil)
+			sink.Write(ctx, m, func(error) { written.Done() })
+		}
+	}()
+	// Wait until a write holds the connection's lock.
+	deadline := time.Now().Add(15 * time.Second)
+	for returnsWithin(300*time.Millisecond, func() { nc.Status() }) {
+		if time.Now().After(deadline) {
+			t.Fatal("the connection's writes never blocked; the test cannot show the problem")
+		}
+	}
+	if !returnsWithin(time.Second, func() { _ = sink.Ready() }) {
+		t.Errorf("Ready blocked while a write to the server was stuck")
+	}
+	proxy.setStalled(false)
+	written.Wait()
+	if err := sink.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
