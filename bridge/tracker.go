@@ -106,6 +106,20 @@ type Tracker struct {
 	exp     *expiries
 
 	lastDropWarn atomic.Int64
+
+	// written holds the status and revision this replica just wrote for a
+	// command being published, so the published (or failed) write can go
+	// straight to Put instead of reading it back first: one store round
+	// trip per step instead of two. A stale guess costs a conflict and the
+	// usual read-modify-write.
+	written sync.Map // StatusKey -> statusGuess
+}
+
+// statusGuess is a status and the revision it was stored under; the zero
+// value guesses "no status yet" (Put with revision 0 creates).
+type statusGuess struct {
+	cur *CommandStatus
+	rev uint64
 }
 
 type storeRef struct{ s StatusStore }
@@ -220,33 +234,55 @@ func (t *Tracker) lastOrGet(ctx context.Context, last *CommandStatus, org, corre
 // update reads the status, lets fn change it and writes it back with the
 // revision read, again from the start when another replica wrote first.
 // fn gets nil when there is no status and returns nil for "no change"; it
-// may run more than once.
-func (t *Tracker) update(ctx context.Context, org, correlationID string, fn func(cur *CommandStatus) *CommandStatus) (*CommandStatus, error) {
+// may run more than once. With a guess, the first attempt skips the read
+// and writes against the guessed status and revision. It returns the
+// status written and its revision.
+func (t *Tracker) update(ctx context.Context, org, correlationID string, guess *statusGuess, fn func(cur *CommandStatus) *CommandStatus) (*CommandStatus, uint64, error) {
 	st := t.storeOf()
 	if st == nil {
-		return nil, ErrStatusUnavailable
+		return nil, 0, ErrStatusUnavailable
 	}
 	for attempt := 1; ; attempt++ {
-		cur, rev, err := st.Get(ctx, org, correlationID)
-		switch {
-		case errors.Is(err, ErrStatusNotFound):
-			cur, rev = nil, 0
-		case err != nil:
-			return nil, err
+		var cur *CommandStatus
+		var rev uint64
+		var err error
+		if attempt == 1 && guess != nil {
+			if guess.cur != nil {
+				cur = guess.cur.Clone()
+			}
+			rev = guess.rev
+		} else {
+			cur, rev, err = st.Get(ctx, org, correlationID)
+			switch {
+			case errors.Is(err, ErrStatusNotFound):
+				cur, rev = nil, 0
+			case err != nil:
+				return nil, 0, err
+			}
 		}
 		next := fn(cur)
 		if next == nil {
-			return nil, nil
+			return nil, 0, nil
 		}
 		next.Refresh(t.now())
-		_, err = st.Put(ctx, next, rev)
+		n, err := st.Put(ctx, next, rev)
 		if err == nil {
-			return next, nil
+			return next, n, nil
 		}
 		if !errors.Is(err, ErrStatusConflict) || attempt >= maxUpdateAttempts {
-			return nil, err
+			return nil, 0, err
 		}
 	}
+}
+
+// takeGuess returns (and forgets) what this replica wrote for the command
+// at accept time, or nil.
+func (t *Tracker) takeGuess(org, correlationID string) *statusGuess {
+	if g, ok := t.written.LoadAndDelete(StatusKey(org, correlationID)); ok {
+		gs := g.(statusGuess)
+		return &gs
+	}
+	return nil
 }
 
 // CommandAccepted records command c as accepted, before the publisher
@@ -261,7 +297,7 @@ func (t *Tracker) CommandAccepted(tg Target, c Command, source string) {
 	ctx, cancel := context.WithTimeout(t.ctx, acceptWriteTimeout)
 	defer cancel()
 	now := t.now()
-	_, err := t.update(ctx, tg.Org, c.CorrelationID, func(cur *CommandStatus) *CommandStatus {
+	written, rev, err := t.update(ctx, tg.Org, c.CorrelationID, &statusGuess{}, func(cur *CommandStatus) *CommandStatus {
 		if cur == nil || !cur.SameCommand(tg, c) {
 			return NewCommandStatus(tg, c, source, now)
 		}
@@ -275,6 +311,9 @@ func (t *Tracker) CommandAccepted(tg Target, c Command, source string) {
 		t.log.Warn("command status not recorded", "step", StatusAccepted, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
 		return
 	}
+	if written != nil {
+		t.written.Store(StatusKey(tg.Org, c.CorrelationID), statusGuess{cur: written, rev: rev})
+	}
 	t.exp.add(expiry{at: c.ExpiresAt(), org: tg.Org, correlationID: c.CorrelationID, issuedAt: c.IssuedAt})
 }
 
@@ -287,7 +326,7 @@ func (t *Tracker) CommandPublished(tg Target, c Command, source string, res Publ
 	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
 	defer cancel()
 	now := t.now()
-	_, err := t.update(ctx, tg.Org, c.CorrelationID, func(cur *CommandStatus) *CommandStatus {
+	_, _, err := t.update(ctx, tg.Org, c.CorrelationID, t.takeGuess(tg.Org, c.CorrelationID), func(cur *CommandStatus) *CommandStatus {
 		if cur == nil || !cur.SameCommand(tg, c) {
 			cur = NewCommandStatus(tg, c, source, now) // its accepted write failed
 		}
@@ -311,6 +350,7 @@ func (t *Tracker) CommandPublished(tg Target, c Command, source string, res Publ
 // answered before (a duplicate) keeps that. It implements
 // PublishObserver.
 func (t *Tracker) CommandFailed(tg Target, c Command, source string, cause error) {
+	guess := t.takeGuess(tg.Org, c.CorrelationID)
 	if t.storeOf() == nil || source == SourceStream && Retryable(cause) {
 		return
 	}
@@ -318,7 +358,7 @@ func (t *Tracker) CommandFailed(tg Target, c Command, source string, cause error
 	defer cancel()
 	now := t.now()
 	var first bool
-	_, err := t.update(ctx, tg.Org, c.CorrelationID, func(cur *CommandStatus) *CommandStatus {
+	_, _, err := t.update(ctx, tg.Org, c.CorrelationID, guess, func(cur *CommandStatus) *CommandStatus {
 		first = false
 		if cur == nil || !cur.SameCommand(tg, c) {
 			cur = NewCommandStatus(tg, c, source, now)
@@ -345,7 +385,7 @@ func (t *Tracker) expire(e expiry) {
 	defer cancel()
 	now := t.now()
 	var first bool
-	_, err := t.update(ctx, e.org, e.correlationID, func(cur *CommandStatus) *CommandStatus {
+	_, _, err := t.update(ctx, e.org, e.correlationID, nil, func(cur *CommandStatus) *CommandStatus {
 		first = false
 		if cur == nil || cur.IssuedAt.Unix() != e.issuedAt || len(cur.Replies) > 0 || !cur.FailedAt.IsZero() || !cur.ExpiredAt.IsZero() {
 			return nil
@@ -400,7 +440,7 @@ func (t *Tracker) recordReply(m *Message) {
 	r := NewReply(m.Node, m.Payload, m.ContentType, m.ReceivedAt)
 	var first bool
 	var latency time.Duration
-	s, err := t.update(ctx, m.Org, correlationID, func(cur *CommandStatus) *CommandStatus {
+	s, _, err := t.update(ctx, m.Org, correlationID, nil, func(cur *CommandStatus) *CommandStatus {
 		first = false
 		if cur == nil || !cur.Broadcast && cur.Node != m.Node {
 			return nil
