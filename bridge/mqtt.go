@@ -36,7 +36,7 @@ type MQTTConfig struct {
 	KeepAlive      time.Duration `env:"MQTT_KEEPALIVE" envDefault:"30s" desc:"MQTT keepalive"`
 	ConnectTimeout time.Duration `env:"MQTT_CONNECT_TIMEOUT" envDefault:"10s" desc:"timeout of one connection attempt"`
 	ReconnectMin   time.Duration `env:"MQTT_RECONNECT_MIN" envDefault:"500ms" desc:"first reconnect delay (never zero), doubled per failed attempt"`
-	ReconnectMax   time.Duration `env:"MQTT_RECONNECT_MAX" envDefault:"30s" desc:"longest reconnect delay"`
+	ReconnectMax   time.Duration `env:"MQTT_RECONNECT_MAX" envDefault:"5s" desc:"longest reconnect delay; short, because until a worker is back and subscribed the broker discards events as no-subscriber (Mosquitto does not persist shared subscriptions)"`
 	MaxInflight    int           `env:"MQTT_MAX_INFLIGHT" envDefault:"1000" desc:"un-acked messages a worker holds at most (also sent as Receive Maximum)"`
 	AckInterval    time.Duration `env:"MQTT_ACK_INTERVAL" envDefault:"10ms" desc:"how often a worker sends the PUBACKs of written messages"`
 	PublishTimeout time.Duration `env:"MQTT_PUBLISH_TIMEOUT" envDefault:"10s" desc:"how long the command publisher waits for a PUBACK"`
