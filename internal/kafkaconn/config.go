@@ -116,7 +116,7 @@ func (c *Config) Validate() error {
 		{"KAFKA_EVENTS_TOPIC", c.EventsTopic}, {"KAFKA_REPLIES_TOPIC", c.RepliesTopic},
 		{"KAFKA_COMMANDS_TOPIC", c.CommandsTopic}, {"KAFKA_DLQ_TOPIC", c.DLQTopic},
 	} {
-		if !validTopic(t.v) {
+		if !ValidTopic(t.v) {
 			return fmt.Errorf("%s %q: want 1 to 249 characters of a-z A-Z 0-9 . _ -, not . or ..", t.name, t.v)
 		}
 	}
@@ -142,8 +142,9 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// validTopic applies Kafka's topic name rule.
-func validTopic(s string) bool {
+// ValidTopic applies Kafka's topic name rule (1 to 249 characters of
+// a-z A-Z 0-9 . _ -, not "." or ".."), so a bad name fails at start.
+func ValidTopic(s string) bool {
 	if s == "" || len(s) > 249 || s == "." || s == ".." {
 		return false
 	}

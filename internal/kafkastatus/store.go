@@ -37,7 +37,7 @@ type Config struct {
 // Validate checks the values against conn's other topics; errors name the
 // variable.
 func (c *Config) Validate(conn kafkaconn.Config) error {
-	if !validTopic(c.Topic) {
+	if !kafkaconn.ValidTopic(c.Topic) {
 		return fmt.Errorf("KAFKA_STATUS_TOPIC %q: want 1 to 249 characters of a-z A-Z 0-9 . _ -, not . or ..", c.Topic)
 	}
 	for _, t := range conn.Topics() {
@@ -52,19 +52,6 @@ func (c *Config) Validate(conn kafkaconn.Config) error {
 		return fmt.Errorf("KAFKA_STATUS_MAX_BYTES must be at least 1048576, got %d", c.MaxBytes)
 	}
 	return nil
-}
-
-func validTopic(s string) bool {
-	if s == "" || len(s) > 249 || s == "." || s == ".." {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
 }
 
 // Bounds of the store's own waits.
