@@ -17,12 +17,11 @@ import (
 // field of nr-sim's payload), and counts distinct msg_ids for lost and
 // duplicate counts.
 type consumer struct {
-	nc  *nats.Conn
-	cc  jetstream.ConsumeContext
-	mu  sync.Mutex
-	ids map[string]struct{}
-	n   int64 // arrivals, duplicates included
-	dup int64
+	stop func() // ends the reading and closes the connection
+	mu   sync.Mutex
+	ids  map[string]struct{}
+	n    int64 // arrivals, duplicates included
+	dup  int64
 	// latencies of arrivals while recording
 	recording bool
 	lat       []time.Duration
@@ -59,8 +58,13 @@ func startConsumer(ctx context.Context, natsURL, stream string) (*consumer, erro
 		nc.Close()
 		return nil, err
 	}
-	c := &consumer{nc: nc, ids: make(map[string]struct{}, 1<<20)}
-	c.cc, err = oc.Consume(c.handle, jetstream.PullMaxMessages(2000))
+	var cc jetstream.ConsumeContext
+	c := newConsumer(func() {
+		cc.Stop()
+		nc.Close()
+	})
+	cc, err = oc.Consume(func(m jetstream.Msg) { c.add(m.Headers().Get(jetstream.MsgIDHeader), m.Data()) },
+		jetstream.PullMaxMessages(2000))
 	if err != nil {
 		nc.Close()
 		return nil, err
@@ -68,13 +72,16 @@ func startConsumer(ctx context.Context, natsURL, stream string) (*consumer, erro
 	return c, nil
 }
 
+func newConsumer(stop func()) *consumer {
+	return &consumer{stop: stop, ids: make(map[string]struct{}, 1<<20)}
+}
+
 var tsKey = []byte(`"ts":`)
 
-func (c *consumer) handle(m jetstream.Msg) {
+// add records one arrival: its msg_id and payload (for the ts field).
+func (c *consumer) add(id string, data []byte) {
 	now := time.Now()
-	id := m.Headers().Get(jetstream.MsgIDHeader)
 	var ts int64
-	data := m.Data()
 	if i := bytes.Index(data, tsKey); i >= 0 {
 		rest := data[i+len(tsKey):]
 		j := 0
@@ -130,7 +137,4 @@ func pcts(l []time.Duration) (p50, p99, p999 time.Duration, n int) {
 	return at(0.50), at(0.99), at(0.999), len(l)
 }
 
-func (c *consumer) close() {
-	c.cc.Stop()
-	c.nc.Close()
-}
+func (c *consumer) close() { c.stop() }

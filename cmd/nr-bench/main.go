@@ -67,6 +67,13 @@ func main() {
 		_ = fs.Parse(os.Args[1:])
 		os.Exit(runNatsd(*port, *dir))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "-kfaked" {
+		fs := flag.NewFlagSet("kfaked", flag.ExitOnError)
+		fs.Bool("kfaked", true, "")
+		port := fs.Int("port", 9092, "")
+		_ = fs.Parse(os.Args[1:])
+		os.Exit(runKfaked(*port))
+	}
 	os.Exit(realMain())
 }
 
@@ -78,7 +85,7 @@ func realMain() int {
 	flag.StringVar(&o.out, "out", "", "output directory (default ./bench-results/<timestamp>)")
 	flag.StringVar(&o.natsBin, "nats-server", "", "nats-server binary to run, e.g. /usr/sbin/nats-server (default: the embedded nats-server of go.mod, in a child process)")
 	env := flag.String("bridge-env", "", "extra environment for nr-bridge, comma-separated KEY=VALUE (e.g. MQTT_WORKERS=4)")
-	tg := flag.String("targets", "baseline,nr-bridge", "which targets to run")
+	tg := flag.String("targets", "baseline,nr-bridge", "which targets to run: baseline, nr-bridge, nr-bridge-kafka (BACKBONE=kafka against a kfake process, read from nr.events)")
 	flag.IntVar(&o.cmdClients, "cmd-clients", 32, "keep-alive HTTP clients in the commands scenario")
 	flag.Parse()
 	if *env != "" {
@@ -152,6 +159,7 @@ func realMain() int {
 	fmt.Println()
 	fmt.Println(header)
 	printTable(os.Stdout, results)
+	printKafkaTable(os.Stdout, results)
 	if f, err := os.Create(filepath.Join(o.out, "results.json")); err == nil {
 		enc := json.NewEncoder(f)
 		enc.SetIndent("", "  ")
@@ -245,14 +253,32 @@ func runOne(ctx context.Context, o options, sc scenario, target string) (r resul
 	// Target
 	var tp *proc
 	var httpBase, pprofBase string
+	var kafkaBrokers string
 	switch target {
-	case "nr-bridge":
+	case "nr-bridge", "nr-bridge-kafka":
 		hport, _ := freePort()
 		pport, _ := freePort()
 		httpBase = fmt.Sprintf("http://127.0.0.1:%d", hport)
 		pprofBase = fmt.Sprintf("http://127.0.0.1:%d", pport)
 		env := []string{"MQTT_URL=" + mqttURL, "NATS_URL=" + natsURL, "MQTT_CLIENT_ID=bench",
 			fmt.Sprintf("HTTP_ADDR=127.0.0.1:%d", hport), fmt.Sprintf("PPROF_ADDR=127.0.0.1:%d", pport), "LOG_LEVEL=warn"}
+		if target == "nr-bridge-kafka" {
+			kport, err := freePort()
+			if err != nil {
+				return r, err
+			}
+			self, _ := os.Executable()
+			kp, err := startProc("kfake", filepath.Join(logs, "kfake.log"), nil, self, "-kfaked", "-port", fmt.Sprint(kport))
+			if err != nil {
+				return r, err
+			}
+			procs = append(procs, kp)
+			if err := waitPort(kport, kp, 20*time.Second); err != nil {
+				return r, err
+			}
+			kafkaBrokers = fmt.Sprintf("127.0.0.1:%d", kport)
+			env = append(env, "BACKBONE=kafka", "KAFKA_BROKERS="+kafkaBrokers)
+		}
 		env = append(env, o.bridgeEnv...)
 		tp, err = startProc("nr-bridge", filepath.Join(logs, "nr-bridge.log"), env, filepath.Join(o.bin, "nr-bridge"))
 		if err != nil {
@@ -272,9 +298,14 @@ func runOne(ctx context.Context, o options, sc scenario, target string) (r resul
 		return r, fmt.Errorf("unknown target %q", target)
 	}
 
-	cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
-	cons, err := startConsumer(cctx, natsURL, "NR_EVENTS")
-	ccancel()
+	var cons *consumer
+	if kafkaBrokers != "" {
+		cons, err = startKafkaConsumer(kafkaBrokers, "nr.events")
+	} else {
+		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		cons, err = startConsumer(cctx, natsURL, "NR_EVENTS")
+		ccancel()
+	}
 	if err != nil {
 		return r, fmt.Errorf("consumer: %w", err)
 	}

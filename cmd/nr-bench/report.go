@@ -85,3 +85,34 @@ func printTable(w io.Writer, rs []result) {
 	}
 	tw.Flush()
 }
+
+// printKafkaTable compares the bridge on its two backbones, for the
+// scenarios run with both nr-bridge and nr-bridge-kafka: kfake is not a
+// production broker, so only the bridge's own CPU ratio means much.
+func printKafkaTable(w io.Writer, rs []result) {
+	nats, kafka := map[string]result{}, map[string]result{}
+	var order []string
+	for _, r := range rs {
+		switch r.Target {
+		case "nr-bridge":
+			nats[r.Scenario] = r
+		case "nr-bridge-kafka":
+			kafka[r.Scenario] = r
+			order = append(order, r.Scenario)
+		}
+	}
+	if len(order) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight|tabwriter.Debug)
+	fmt.Fprintln(tw, "scenario\tmeasure\tnr-bridge (NATS)\tnr-bridge (Kafka, kfake)\tKafka/NATS\t")
+	for _, s := range order {
+		n, k := nats[s], kafka[s]
+		row := func(m, nv, kv, rt string) { fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", s, m, nv, kv, rt) }
+		row("msg/s", fmt.Sprintf("%.0f", n.MsgPerSec), fmt.Sprintf("%.0f", k.MsgPerSec), ratio(k.MsgPerSec, n.MsgPerSec))
+		row("CPU per msg", us(n.CPUPerMsg), us(k.CPUPerMsg), ratio(float64(k.CPUPerMsg), float64(n.CPUPerMsg)))
+		row("peak RSS", mb(n.PeakRSS), mb(k.PeakRSS), ratio(float64(k.PeakRSS), float64(n.PeakRSS)))
+		row("lost / dup", fmt.Sprintf("%d / %d", n.Lost, n.Dup), fmt.Sprintf("%d / %d", k.Lost, k.Dup), "")
+	}
+	tw.Flush()
+}
