@@ -11,7 +11,6 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
-	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
@@ -27,13 +26,7 @@ func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
 	return cfg
 }
 
-func natsjsConfig() natsjs.Config {
-	return natsjs.Config{
-		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
-		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
-		PublishWindow: 1024, AckTimeout: 2 * time.Second,
-	}
-}
+func natsjsConfig() natsjs.Config { return bridgetest.NATSSinkConfig() }
 
 // startBridge runs a receiver with a JetStream sink, stopped at cleanup.
 func startBridge(t *testing.T, cfg *bridge.MQTTConfig, natsURL string) *bridge.Receiver {
@@ -43,32 +36,7 @@ func startBridge(t *testing.T, cfg *bridge.MQTTConfig, natsURL string) *bridge.R
 
 func startBridgeWith(t *testing.T, cfg *bridge.MQTTConfig, natsURL string, scfg natsjs.Config) *bridge.Receiver {
 	t.Helper()
-	log := testLogger()
-	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sink, err := natsjs.New(ctx, nc, scfg, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bridge.NewReceiver(cfg, sink, log)
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Stop(ctx); err != nil {
-			t.Errorf("stop receiver: %v", err)
-		}
-		if err := sink.Close(ctx); err != nil {
-			t.Errorf("close sink: %v", err)
-		}
-		nc.Close()
-	})
+	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, scfg, testLogger())
 	testserver.WaitFor(t, 10*time.Second, "workers ready", func() bool { return r.Ready() == nil })
 	return r
 }

@@ -2,7 +2,6 @@ package bridge_test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -12,10 +11,8 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
-	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // tlsLogs collects log output; safe for concurrent use.
@@ -50,35 +47,7 @@ func tlsReceiver(t *testing.T, cfg *bridge.MQTTConfig, natsURL string, log *slog
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "tls-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sink, err := natsjs.New(ctx, nc, natsjs.Config{
-		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
-		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
-		PublishWindow: 1024, AckTimeout: 2 * time.Second,
-	}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bridge.NewReceiver(cfg, sink, log)
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Stop(ctx); err != nil {
-			t.Errorf("stop receiver: %v", err)
-		}
-		if err := sink.Close(ctx); err != nil {
-			t.Errorf("close sink: %v", err)
-		}
-		nc.Close()
-	})
+	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, bridgetest.NATSSinkConfig(), log)
 	return r
 }
 

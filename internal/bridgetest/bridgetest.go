@@ -6,6 +6,7 @@ package bridgetest
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 	"time"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // MQTTConfig is a valid MQTT configuration for brokerURL with timings that
@@ -83,4 +86,50 @@ func Header(r *kgo.Record, key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// NATSSinkConfig is the JetStream sink configuration the tests use: the
+// default stream names, one-hour retention, a 1,024-message window and a
+// 2 s PubAck timeout.
+func NATSSinkConfig() natsjs.Config {
+	return natsjs.Config{
+		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
+		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
+		PublishWindow: 1024, AckTimeout: 2 * time.Second,
+	}
+}
+
+// StartJetStreamBridge connects to natsURL, opens a JetStream sink with
+// scfg and starts a receiver for cfg writing to it. It does not wait for
+// the workers; a cleanup stops the receiver, closes the sink and the
+// connection, in that order.
+func StartJetStreamBridge(t testing.TB, cfg *bridge.MQTTConfig, natsURL string, scfg natsjs.Config, log *slog.Logger, opts ...bridge.WorkerOption) (*bridge.Receiver, *natsjs.Sink) {
+	t.Helper()
+	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "test-"+cfg.ClientID, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sink, err := natsjs.New(ctx, nc, scfg, log)
+	if err != nil {
+		nc.Close()
+		t.Fatal(err)
+	}
+	r := bridge.NewReceiver(cfg, sink, log, opts...)
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := r.Stop(ctx); err != nil {
+			t.Errorf("stop receiver: %v", err)
+		}
+		if err := sink.Close(ctx); err != nil {
+			t.Errorf("close sink: %v", err)
+		}
+		nc.Close()
+	})
+	return r, sink
 }

@@ -18,11 +18,10 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
-	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // scrape fetches GET /metrics through h and parses it.
@@ -96,42 +95,12 @@ func TestMetricsEndToEnd(t *testing.T) {
 	ns := testserver.StartNATS(t, testserver.NATSOptions{})
 	m := metrics.New(metrics.BackboneNATS, "v-test")
 
-	nc, err := natsconn.Connect(natsconn.Config{URL: ns.URL()}, "metrics-test", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	sink, err := natsjs.New(ctx, nc, natsjs.Config{
-		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
-		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
-		PublishWindow: 1024, AckTimeout: time.Second,
-	}, log)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := bridgetest.MQTTConfig(mq.URL(), "metrics")
+	cfg.Workers, cfg.MaxInflight, cfg.ReconnectMax = 2, 500, time.Second
+	scfg := bridgetest.NATSSinkConfig()
+	scfg.AckTimeout = time.Second
+	r, sink := bridgetest.StartJetStreamBridge(t, cfg, ns.URL(), scfg, log, bridge.WithMetrics(m))
 	m.SetBackboneCheck(sink.Ready)
-	cfg := &bridge.MQTTConfig{
-		URL: mq.URL(), ClientID: "metrics", ShareGroup: "nr-listeners", Workers: 2,
-		SessionExpiry: time.Minute, KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second,
-		ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second, MaxInflight: 500,
-		AckInterval: 5 * time.Millisecond, PublishTimeout: 5 * time.Second,
-	}
-	r := bridge.NewReceiver(cfg, sink, log, bridge.WithMetrics(m))
-	if err := r.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := r.Stop(ctx); err != nil {
-			t.Errorf("stop receiver: %v", err)
-		}
-		if err := sink.Close(ctx); err != nil {
-			t.Errorf("close sink: %v", err)
-		}
-		nc.Close()
-	})
 	h := api.NewHandler(api.Deps{
 		Log:     log,
 		Metrics: m,
