@@ -7,13 +7,18 @@ package bridgetest
 import (
 	"context"
 	"log/slog"
+	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/caarlos0/env/v11"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
@@ -132,4 +137,29 @@ func StartJetStreamBridge(t testing.TB, cfg *bridge.MQTTConfig, natsURL string, 
 		nc.Close()
 	})
 	return r, sink
+}
+
+// Logger is the logger tests pass to components: text on stderr, WARN and
+// above, so a failing test shows what went wrong without drowning in INFO.
+func Logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// KafkaConfig is the Kafka configuration parsed, as the bridge does, from an
+// environment holding only KAFKA_BROKERS (brokers), 3 partitions per topic,
+// and extra; it fails the test if it does not validate.
+func KafkaConfig(t testing.TB, brokers []string, extra map[string]string) kafkaconn.Config {
+	t.Helper()
+	environ := map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "KAFKA_TOPIC_PARTITIONS": "3"}
+	for k, v := range extra {
+		environ[k] = v
+	}
+	var cfg kafkaconn.Config
+	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environ}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

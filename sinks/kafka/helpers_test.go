@@ -3,12 +3,9 @@ package kafka_test
 import (
 	"context"
 	"log/slog"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -19,26 +16,12 @@ import (
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 )
 
-func testLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
+func testLogger() *slog.Logger { return bridgetest.Logger() }
 
 // kafkaConfig is the default configuration (as parsed from an environment
 // with only KAFKA_BROKERS set, plus extra) for the cluster k.
 func kafkaConfig(t *testing.T, k *testserver.Kafka, extra map[string]string) kafkaconn.Config {
-	t.Helper()
-	environ := map[string]string{"KAFKA_BROKERS": strings.Join(k.Brokers(), ","), "KAFKA_TOPIC_PARTITIONS": "3"}
-	for key, v := range extra {
-		environ[key] = v
-	}
-	var cfg kafkaconn.Config
-	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environ}); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	return cfg
+	return bridgetest.KafkaConfig(t, k.Brokers(), extra)
 }
 
 func mqttConfig(brokerURL, clientID string, workers int) *bridge.MQTTConfig {

@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/caarlos0/env/v11"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -20,23 +17,14 @@ import (
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
 )
 
-func testLogger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-}
+func testLogger() *slog.Logger { return bridgetest.Logger() }
 
 // setupKafka starts a cluster with the bridge's topics (3 partitions each)
 // and returns its configuration as parsed from the environment.
 func setupKafka(t *testing.T) (*testserver.Kafka, kafkaconn.Config) {
 	t.Helper()
 	k := testserver.StartKafka(t, testserver.KafkaOptions{})
-	var cfg kafkaconn.Config
-	environ := map[string]string{"KAFKA_BROKERS": strings.Join(k.Brokers(), ","), "KAFKA_TOPIC_PARTITIONS": "3"}
-	if err := env.ParseWithOptions(&cfg, env.Options{Environment: environ}); err != nil {
-		t.Fatal(err)
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	cfg := bridgetest.KafkaConfig(t, k.Brokers(), nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := kafkaconn.EnsureTopics(ctx, newAdmin(t, k), cfg); err != nil {
