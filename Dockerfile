@@ -14,7 +14,10 @@ FROM golang:${GO_VERSION} AS build
 WORKDIR /src
 # Use the Go of the image; never download another toolchain during a build.
 ENV GOTOOLCHAIN=local CGO_ENABLED=0
+# third_party/paho.golang is the patched paho that go.mod replaces paho with
+# (third_party/paho.golang/NR-BRIDGE.md); go mod download needs its go.mod.
 COPY go.mod go.sum ./
+COPY third_party/ third_party/
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 # VERSION is stamped into the binary (nr-bridge -version, the start log and

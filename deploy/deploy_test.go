@@ -826,6 +826,27 @@ func TestDockerfile(t *testing.T) {
 	if has("HEALTHCHECK", "") {
 		t.Error("Dockerfile has a HEALTHCHECK; the orchestrator probes /healthz")
 	}
+	// go mod download reads the go.mod of every module replaced by a local
+	// directory (third_party/paho.golang), so the directory must be in the
+	// image before it runs.
+	gomod, err := os.ReadFile(filepath.Join("..", "go.mod"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	download := slices.IndexFunc(instr, func(i string) bool { return strings.Contains(i, "go mod download") })
+	for _, line := range strings.Split(string(gomod), "\n") {
+		_, dir, ok := strings.Cut(line, "=> ./")
+		if !strings.HasPrefix(line, "replace ") || !ok {
+			continue
+		}
+		top, _, _ := strings.Cut(dir, "/")
+		copied := slices.IndexFunc(instr, func(i string) bool {
+			return strings.HasPrefix(strings.ToUpper(i), "COPY") && strings.Contains(i, " "+top+"/")
+		})
+		if copied < 0 || download < 0 || copied > download {
+			t.Errorf("Dockerfile: go.mod replaces a module with ./%s, which is not copied before go mod download", dir)
+		}
+	}
 	main, err := os.ReadFile(filepath.Join("..", "cmd", "nr-bridge", "main.go"))
 	if err != nil {
 		t.Fatal(err)

@@ -119,10 +119,18 @@ func realMain() int {
 	}
 	o.bin = filepath.Join(o.out, "bin")
 	fmt.Fprintf(os.Stderr, "nr-bench: building into %s\n", o.bin)
-	if err := goBuild(ctx, o.bin, map[string]string{
-		"nr-bridge": "./cmd/nr-bridge", "nr-sim": "./cmd/nr-sim", "baseline": "./cmd/nr-bench/baseline",
+	if err := goBuild(ctx, o.bin, "", map[string]string{
+		"nr-bridge": "./cmd/nr-bridge", "nr-sim": "./cmd/nr-sim",
 	}); err != nil {
 		fmt.Fprintln(os.Stderr, "nr-bench:", err)
+		return 1
+	}
+	stockMod, err := stockPahoModfile(ctx, o.repo, o.out)
+	if err == nil {
+		err = goBuild(ctx, o.bin, stockMod, map[string]string{"baseline": "./cmd/nr-bench/baseline"})
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nr-bench: baseline:", err)
 		return 1
 	}
 	natsVer := "v" + embeddedNatsVersion() + " (embedded, child process)"
@@ -133,8 +141,9 @@ func realMain() int {
 	mv, _ := exec.Command("mosquitto", "-h").Output()
 	mosqVer := strings.TrimSpace(strings.SplitN(string(mv), "\n", 2)[0])
 	gv, _ := exec.Command("go", "version").Output()
-	header := fmt.Sprintf("nr-bench %s: %d cores; %s; nats-server %s; %s; window %s after %s warmup; results in %s",
-		time.Now().Format("2006-01-02 15:04"), numCPU(), mosqVer, natsVer, strings.TrimSpace(string(gv)), o.duration, o.warmup, o.out)
+	pv, _ := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/eclipse/paho.golang").Output()
+	header := fmt.Sprintf("nr-bench %s: %d cores; %s; nats-server %s; %s; baseline with paho.golang %s as released, nr-bridge with third_party/paho.golang; window %s after %s warmup; results in %s",
+		time.Now().Format("2006-01-02 15:04"), numCPU(), mosqVer, natsVer, strings.TrimSpace(string(gv)), strings.TrimSpace(string(pv)), o.duration, o.warmup, o.out)
 	fmt.Println(header)
 
 	var results []result

@@ -112,15 +112,50 @@ func waitHTTP(url string, p *proc, timeout time.Duration) error {
 }
 
 // goBuild builds the packages into dir without -race.
-func goBuild(ctx context.Context, dir string, pkgs map[string]string) error {
+// goBuild builds pkgs into dir. A non-empty modfile builds them against that
+// go.mod instead of the repository's (-mod=mod, so its go.sum is completed
+// from the module proxy when needed).
+func goBuild(ctx context.Context, dir, modfile string, pkgs map[string]string) error {
 	for name, pkg := range pkgs {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(dir, name), pkg)
+		args := []string{"build", "-o", filepath.Join(dir, name)}
+		if modfile != "" {
+			args = append(args, "-mod=mod", "-modfile="+modfile)
+		}
+		cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("go build %s: %w", pkg, err)
 		}
 	}
 	return nil
+}
+
+// stockPahoModfile writes a copy of the repository's go.mod and go.sum into
+// out/stock-paho without the replace of github.com/eclipse/paho.golang, and
+// returns the go.mod's path. The baseline is built with it so that it is the
+// minimal bridge a user would write with the released paho, while nr-bridge
+// uses the patched copy in third_party/paho.golang.
+func stockPahoModfile(ctx context.Context, repo, out string) (string, error) {
+	dir := filepath.Join(out, "stock-paho")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	for _, f := range []string{"go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join(repo, f))
+		if err != nil {
+			return "", fmt.Errorf("read %s: %w", f, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			return "", err
+		}
+	}
+	mod := filepath.Join(dir, "go.mod")
+	cmd := exec.CommandContext(ctx, "go", "mod", "edit", "-modfile="+mod, "-dropreplace=github.com/eclipse/paho.golang")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go mod edit -dropreplace: %w", err)
+	}
+	return mod, nil
 }
 
 // mosquittoConf adapts deploy/mosquitto/mosquitto.conf: a loopback listener

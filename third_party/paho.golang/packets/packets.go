@@ -307,18 +307,18 @@ func ReadPacket(r io.Reader) (*ControlPacket, error) {
 		return nil, err
 	}
 
-	var content bytes.Buffer
-	content.Grow(cp.remainingLength)
-
-	n, err := io.CopyN(&content, r, int64(cp.remainingLength))
-	if err != nil {
+	// nr-bridge patch: read the packet into a buffer of its exact size.
+	// io.CopyN into a bytes.Buffer grows it by bytes.MinRead (512) past the
+	// packet, a second allocation and copy for every packet.
+	// A short read is io.EOF, as io.CopyN reported it.
+	buf := make([]byte, cp.remainingLength)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		if err == io.ErrUnexpectedEOF {
+			err = io.EOF
+		}
 		return nil, err
 	}
-
-	if n != int64(cp.remainingLength) {
-		return nil, fmt.Errorf("failed to read packet, expected %d bytes, read %d", cp.remainingLength, n)
-	}
-	err = cp.Content.Unpack(&content)
+	err = cp.Content.Unpack(bytes.NewBuffer(buf))
 	if err != nil {
 		return nil, err
 	}
@@ -503,16 +503,23 @@ func readBinary(b *bytes.Buffer) ([]byte, error) {
 		return nil, err
 	}
 
-	var s bytes.Buffer
-	s.Grow(int(size))
-	if _, err := io.CopyN(&s, b, int64(size)); err != nil {
-		return nil, err
+	// nr-bridge patch: copy exactly size bytes. io.CopyN into a bytes.Buffer
+	// grew every string of every packet to at least 512 bytes.
+	if int(size) > b.Len() {
+		return nil, io.EOF
 	}
-
-	return s.Bytes(), nil
+	s := make([]byte, size)
+	copy(s, b.Next(int(size)))
+	return s, nil
 }
 
 func readString(b *bytes.Buffer) (string, error) {
-	s, err := readBinary(b)
-	return string(s), err
+	size, err := readUint16(b)
+	if err != nil {
+		return "", err
+	}
+	if int(size) > b.Len() {
+		return "", io.EOF
+	}
+	return string(b.Next(int(size))), nil
 }

@@ -19,7 +19,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"io/ioutil"
 	"net"
 )
 
@@ -67,11 +66,10 @@ func (p *Publish) Unpack(r *bytes.Buffer) error {
 		return err
 	}
 
-	p.Payload, err = ioutil.ReadAll(r)
-	if err != nil {
-		return err
-	}
-
+	// nr-bridge patch: the payload is the rest of this packet's own buffer
+	// (ReadPacket allocates one per packet), so it is kept without a copy;
+	// ioutil.ReadAll started at 512 bytes and grew from there.
+	p.Payload = r.Next(r.Len())
 	return nil
 }
 
