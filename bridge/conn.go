@@ -119,10 +119,18 @@ func (b *bufConn) Close() error {
 	return b.Conn.Close()
 }
 
-// attemptConnection is autopaho's AttemptConnection for the bridge: TCP or
-// TLS (from the URL scheme), bounded by ConnectTimeout, wrapped in a
-// bufConn. It honours all_proxy like autopaho's own dialer.
-func attemptConnection(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+// connector returns autopaho's AttemptConnection for the bridge, with TCP
+// quick ACKs (MQTT_TCP_QUICKACK, withQuickAck) on or off.
+func connector(quickAck bool) func(context.Context, autopaho.ClientConfig, *url.URL) (net.Conn, error) {
+	return func(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL) (net.Conn, error) {
+		return attemptConnection(ctx, cfg, u, quickAck)
+	}
+}
+
+// attemptConnection dials the broker: TCP or TLS (from the URL scheme),
+// bounded by ConnectTimeout, wrapped in a bufConn. It honours all_proxy like
+// autopaho's own dialer.
+func attemptConnection(ctx context.Context, cfg autopaho.ClientConfig, u *url.URL, quickAck bool) (net.Conn, error) {
 	if cfg.ConnectTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.ConnectTimeout)
@@ -141,8 +149,14 @@ func attemptConnection(ctx context.Context, cfg autopaho.ClientConfig, u *url.UR
 	switch strings.ToLower(u.Scheme) {
 	case "mqtt", "tcp", "":
 		c, err = d.DialContext(ctx, "tcp", u.Host)
+		if err == nil && quickAck {
+			c = withQuickAck(c)
+		}
 	case "ssl", "tls", "mqtts", "mqtt+ssl", "tcps":
 		c, err = d.DialContext(ctx, "tcp", u.Host)
+		if err == nil && quickAck {
+			c = withQuickAck(c) // under TLS: its records arrive in the same segments
+		}
 		if err == nil {
 			cfgTLS := cfg.TlsCfg.Clone()
 			if cfgTLS == nil {

@@ -714,9 +714,6 @@ func TestMosquittoConfig(t *testing.T) {
 	}
 	atLeast("max_inflight_messages", 1000) // the bridge's MQTT_MAX_INFLIGHT default
 	atLeast("max_queued_messages", 10000)  // sized for outages, never 0
-	if first(s["set_tcp_nodelay"]) != "true" {
-		t.Errorf("set_tcp_nodelay %q, want true: with Nagle on, deliveries to the bridge wait for its delayed TCP ACKs (milliseconds each)", first(s["set_tcp_nodelay"]))
-	}
 	if first(s["persistent_client_expiration"]) == "" {
 		t.Error("persistent_client_expiration unset: orphaned sessions would queue forever")
 	}

@@ -165,7 +165,6 @@ func mosquittoConfig(opts MosquittoOptions, dir string, port, tlsPort int) strin
 	line("allow_anonymous true")
 	line("max_inflight_messages %d", limit(opts.MaxInflightMessages, DefaultMosquittoMaxInflight))
 	line("max_queued_messages %d", limit(opts.MaxQueuedMessages, DefaultMosquittoMaxQueued))
-	line("set_tcp_nodelay true") // as deploy/mosquitto/mosquitto.conf
 	line("log_dest stderr")
 	if opts.Verbose {
 		line("log_type all")
