@@ -189,6 +189,7 @@ type result struct {
 	PeakRSS          int64
 	Acked, Received  int64
 	Lost, Dup        int64
+	BrokerDropped    int // sessions whose queue Mosquitto logged as overflowing
 	// commands scenario
 	CmdSatPerSec             float64
 	CmdSatP50, CmdSatP99     time.Duration
@@ -210,6 +211,8 @@ func runOne(ctx context.Context, o options, sc scenario, target string) (r resul
 	if err := os.MkdirAll(logs, 0o755); err != nil {
 		return r, err
 	}
+	mdir := filepath.Join(dir, "mosquitto")
+	defer func() { r.BrokerDropped = brokerDropped(mdir, logs) }() // after the processes stopped
 	var procs []*proc
 	defer func() {
 		for i := len(procs) - 1; i >= 0; i-- {
@@ -222,7 +225,6 @@ func runOne(ctx context.Context, o options, sc scenario, target string) (r resul
 	if err != nil {
 		return r, err
 	}
-	mdir := filepath.Join(dir, "mosquitto")
 	_ = os.MkdirAll(mdir, 0o755)
 	conf, err := mosquittoConf(filepath.Join(o.repo, "deploy/mosquitto/mosquitto.conf"), mport, mdir)
 	if err != nil {

@@ -158,6 +158,20 @@ func stockPahoModfile(ctx context.Context, repo, out string) (string, error) {
 	return mod, nil
 }
 
+// brokerDropped copies the broker's log from dir into logs and counts
+// Mosquitto's "Outgoing messages are being dropped" notices: each is a
+// session whose queue (max_queued_messages) overflowed, so messages the
+// broker had acknowledged to nr-sim were discarded before any bridge saw
+// them.
+func brokerDropped(dir, logs string) int {
+	b, err := os.ReadFile(filepath.Join(dir, "mosquitto.log"))
+	if err != nil {
+		return 0
+	}
+	_ = os.WriteFile(filepath.Join(logs, "mosquitto.log"), b, 0o644)
+	return strings.Count(string(b), "Outgoing messages are being dropped")
+}
+
 // mosquittoConf adapts deploy/mosquitto/mosquitto.conf: a loopback listener
 // on port, persistence in dir, log to a file.
 func mosquittoConf(src string, port int, dir string) (string, error) {
@@ -179,7 +193,9 @@ func mosquittoConf(src string, port int, dir string) (string, error) {
 			case "log_dest":
 				line = "log_dest file " + filepath.Join(dir, "mosquitto.log")
 			case "log_type":
-				if f[1] == "information" || f[1] == "notice" {
+				// Notice stays: "Outgoing messages are being dropped" is
+				// one, and explains a lost count (brokerDropped).
+				if f[1] == "information" {
 					continue
 				}
 			}
@@ -188,6 +204,11 @@ func mosquittoConf(src string, port int, dir string) (string, error) {
 	}
 	if !seen["listener"] {
 		return "", errors.New("no listener line in " + src)
+	}
+	if os.Geteuid() == 0 {
+		// As root, mosquitto switches to the "mosquitto" user, which can
+		// write neither the log nor the persistence files in dir.
+		out = append(out, "user root")
 	}
 	path := filepath.Join(dir, "mosquitto.conf")
 	return path, os.WriteFile(path, []byte(strings.Join(out, "\n")), 0o644)

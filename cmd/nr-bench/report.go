@@ -37,9 +37,27 @@ func (r result) print(w io.Writer) {
 			r.CmdFixedPerSec, ms(r.CmdFixedP50), ms(r.CmdFixedP99), r.CmdFailed, mb(r.PeakRSS))
 		return
 	}
-	fmt.Fprintf(w, "%-10s %-9s %8.0f msg/s  p50 %s p99 %s p999 %s  CPU/msg %s (%.2f cores)  peak RSS %s  acked %d received %d lost %d dup %d\n",
+	fmt.Fprintf(w, "%-10s %-9s %8.0f msg/s  p50 %s p99 %s p999 %s  CPU/msg %s (%.2f cores)  peak RSS %s  acked %d received %d lost %d dup %d%s\n",
 		r.Scenario, r.Target, r.MsgPerSec, ms(r.P50), ms(r.P99), ms(r.P999), us(r.CPUPerMsg), r.CPUCores, mb(r.PeakRSS),
-		r.Acked, r.Received, r.Lost, r.Dup)
+		r.Acked, r.Received, r.Lost, r.Dup, droppedNote(r))
+}
+
+// droppedNote says when the broker logged dropping messages, which is where
+// a lost count comes from when the loader outpaces a target for long enough
+// to fill a session's queue.
+func droppedNote(r result) string {
+	if r.BrokerDropped == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (Mosquitto logged dropping for %d session(s): queue full)", r.BrokerDropped)
+}
+
+func lostDup(r result) string {
+	s := fmt.Sprintf("%d / %d", r.Lost, r.Dup)
+	if r.BrokerDropped > 0 {
+		s += " (broker dropped)"
+	}
+	return s
 }
 
 func ratio(a, b float64) string {
@@ -81,7 +99,7 @@ func printTable(w io.Writer, rs []result) {
 		row("CPU per msg", us(b.CPUPerMsg), us(n.CPUPerMsg), ratio(float64(n.CPUPerMsg), float64(b.CPUPerMsg)))
 		row("CPU cores", fmt.Sprintf("%.2f", b.CPUCores), fmt.Sprintf("%.2f", n.CPUCores), ratio(n.CPUCores, b.CPUCores))
 		row("peak RSS", mb(b.PeakRSS), mb(n.PeakRSS), ratio(float64(n.PeakRSS), float64(b.PeakRSS)))
-		row("lost / dup", fmt.Sprintf("%d / %d", b.Lost, b.Dup), fmt.Sprintf("%d / %d", n.Lost, n.Dup), "")
+		row("lost / dup", lostDup(b), lostDup(n), "")
 	}
 	tw.Flush()
 }
@@ -112,7 +130,7 @@ func printKafkaTable(w io.Writer, rs []result) {
 		row("msg/s", fmt.Sprintf("%.0f", n.MsgPerSec), fmt.Sprintf("%.0f", k.MsgPerSec), ratio(k.MsgPerSec, n.MsgPerSec))
 		row("CPU per msg", us(n.CPUPerMsg), us(k.CPUPerMsg), ratio(float64(k.CPUPerMsg), float64(n.CPUPerMsg)))
 		row("peak RSS", mb(n.PeakRSS), mb(k.PeakRSS), ratio(float64(k.PeakRSS), float64(n.PeakRSS)))
-		row("lost / dup", fmt.Sprintf("%d / %d", n.Lost, n.Dup), fmt.Sprintf("%d / %d", k.Lost, k.Dup), "")
+		row("lost / dup", lostDup(n), lostDup(k), "")
 	}
 	tw.Flush()
 }
