@@ -110,7 +110,9 @@ func FuzzNewMessage(f *testing.F) {
 			t.Fatalf("kind %q", m.Kind)
 		}
 		counts := map[string]int{}
+		set := 0
 		m.Headers(func(name, value string) {
+			set++
 			if !validHeaderName(name) {
 				t.Fatalf("header name %q", name)
 			}
@@ -119,6 +121,9 @@ func FuzzNewMessage(f *testing.F) {
 			}
 			counts[strings.ToLower(name)]++
 		})
+		if m.HeaderCount() != set {
+			t.Fatalf("HeaderCount %d, Headers set %d", m.HeaderCount(), set)
+		}
 		for _, h := range []string{HeaderTopic, HeaderOrg, HeaderNode, HeaderKind, HeaderReceivedAt, HeaderError, HeaderCorrelation} {
 			if counts[strings.ToLower(h)] > 1 {
 				t.Fatalf("%d %s headers: forged", counts[strings.ToLower(h)], h)

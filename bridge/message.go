@@ -104,6 +104,32 @@ func (m *Message) setDeadLetter(reason string) {
 	}
 }
 
+// HeaderCount is the number of times Headers calls set, so that a sink can
+// size its header map or slice once: a NATS header map sized for at most 8
+// entries stays in Go's small-map layout, one allocation instead of a table.
+func (m *Message) HeaderCount() int {
+	n := 3 + len(m.Properties) // Nr-Topic, Nr-Kind, Nr-Received-At
+	if m.Org != "" {
+		n++
+	}
+	if m.Node != "" {
+		n++
+	}
+	if m.ContentType != "" {
+		n++
+	}
+	if m.CorrelationData != nil {
+		n++
+		if !printableHeaderValue(string(m.CorrelationData)) {
+			n++ // Nr-Correlation-Encoding
+		}
+	}
+	if m.DeadLetter != "" {
+		n++
+	}
+	return n
+}
+
 // Headers calls set for every header of the forwarded message, in a fixed
 // order: the Nr- headers, Content-Type, correlation data, user properties,
 // and for a dead letter Nr-Error. Values are safe for NATS and Kafka headers

@@ -114,3 +114,26 @@ func BenchmarkNewMessageHeaders(b *testing.B) {
 		m.Headers(func(k, v string) {})
 	}
 }
+
+// TestHeaderCount checks HeaderCount against the calls Headers makes, for
+// every optional header: sinks size their maps and slices with it.
+func TestHeaderCount(t *testing.T) {
+	at := time.Unix(0, 0)
+	dead := NewMessage("org/bad.org/node/n1/events", []byte("p"), at, "", nil, nil)
+	if dead.DeadLetter == "" {
+		t.Fatal("org/bad.org/... is not a dead letter")
+	}
+	for name, m := range map[string]*Message{
+		"bare event":      NewMessage("org/o/node/n/events", nil, at, "", nil, nil),
+		"typical event":   NewMessage("org/o/node/n/events", nil, at, "application/json", nil, []Property{{MsgIDProperty, "m-1"}}),
+		"properties":      NewMessage("org/o/node/n/events", nil, at, "", nil, []Property{{"a", "1"}, {"a", "2"}, {"b", "3"}}),
+		"reply":           NewMessage("org/o/node/n/reply", nil, at, "application/json", []byte("c-1"), nil),
+		"binary corr":     NewMessage("org/o/node/n/reply", nil, at, "", []byte{0xff, 0}, nil),
+		"dead letter":     dead,
+		"no org and node": {Topic: "x", Kind: KindEvents, ReceivedAt: at},
+	} {
+		if got, want := m.HeaderCount(), len(headersOf(m)); got != want {
+			t.Errorf("%s: HeaderCount = %d, Headers sets %d: %v", name, got, want, headersOf(m))
+		}
+	}
+}

@@ -111,8 +111,7 @@ func waitHTTP(url string, p *proc, timeout time.Duration) error {
 	return fmt.Errorf("%s not ready after %s", url, timeout)
 }
 
-// goBuild builds the packages into dir without -race.
-// goBuild builds pkgs into dir. A non-empty modfile builds them against that
+// goBuild builds pkgs into dir, without -race. A non-empty modfile builds them against that
 // go.mod instead of the repository's (-mod=mod, so its go.sum is completed
 // from the module proxy when needed).
 func goBuild(ctx context.Context, dir, modfile string, pkgs map[string]string) error {

@@ -58,7 +58,7 @@ func (s *Sink) record(m *bridge.Message) *kgo.Record {
 		Key:       []byte(key(m)),
 		Value:     m.Payload,
 		Timestamp: m.ReceivedAt,
-		Headers:   make([]kgo.RecordHeader, 0, 8+len(m.Properties)),
+		Headers:   make([]kgo.RecordHeader, 0, m.HeaderCount()+2), // + Nr-Msg-Id, Nr-Original-Size
 	}
 	size := len(r.Key)
 	m.Headers(func(k, v string) {

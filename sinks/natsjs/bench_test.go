@@ -21,3 +21,15 @@ func BenchmarkNatsMsg(b *testing.B) {
 		}
 	}
 }
+
+// TestNatsMsgAllocations guards the header sizing in natsMsg: a typical
+// event's header map must stay in Go's small-map layout (6 allocations; a
+// hint above 8 made it 8 and 1,112 bytes).
+func TestNatsMsgAllocations(t *testing.T) {
+	s := &Sink{cfg: Config{SubjectPrefix: "nr"}}
+	m := bridge.NewMessage("org/demo/node/n42/events", make([]byte, 256), time.Now(), "application/json", nil,
+		[]bridge.Property{{Name: "msg_id", Value: "9db34b75.demo.n42.1"}})
+	if got := testing.AllocsPerRun(200, func() { s.natsMsg(m) }); got > 6 {
+		t.Fatalf("natsMsg: %.0f allocations per message, want at most 6", got)
+	}
+}

@@ -246,22 +246,11 @@ func (s *Sink) natsMsg(m *bridge.Message) *nats.Msg {
 	// One backing array for every header value instead of a slice per
 	// header; each value gets a capped one-element window of it, so a
 	// repeated name appends to a copy and never overwrites a neighbour.
-	//
-	// The size hint is the exact count for an event (Nr-Topic, Nr-Org,
-	// Nr-Node, Nr-Kind, Nr-Received-At, Nats-Msg-Id, then the optional
-	// ones): a typical event with a content type and a msg_id property has
-	// 8, which Go keeps in one small-map group; a hint above 8 allocates a
-	// full table, about 750 bytes more per message.
-	n := 6 + len(m.Properties)
-	if m.ContentType != "" {
-		n++
-	}
-	if m.CorrelationData != nil {
-		n++
-	}
-	if m.DeadLetter != "" {
-		n++
-	}
+	// Sized exactly (Message.HeaderCount plus Nats-Msg-Id): an event with a
+	// content type and a msg_id has 7 headers, which Go keeps in one
+	// small-map group; a hint above 8 allocates a full table, about 750
+	// bytes more per message.
+	n := m.HeaderCount() + 1
 	h := make(nats.Header, n)
 	vals := make([]string, 0, n)
 	add := func(k, v string) {
