@@ -26,3 +26,18 @@ var ErrClosed = errors.New("closed")
 // ErrPermanent, so the worker dead-letters the message (reason too_large)
 // instead of retrying it.
 var ErrTooLarge = fmt.Errorf("message too large: %w", ErrPermanent)
+
+// ErrRejected means the backbone refused a write for good for a reason other
+// than its size (a JetStream API error 400 such as a wrong expected stream,
+// a Kafka INVALID_RECORD): retrying the same message cannot help. It wraps
+// ErrPermanent, so the message is dead-lettered (reason rejected) with the
+// backbone's error as Nr-Error. natsconn.Permanent and kafkaconn.Permanent
+// decide which backbone errors these are.
+var ErrRejected = fmt.Errorf("refused by the backbone: %w", ErrPermanent)
+
+// ErrPoison means a message kept failing while messages received after it
+// on the same connection were written: whatever the backbone said, it is
+// this message that cannot be stored, and holding it would hold every
+// later acknowledgement of its connection. It wraps ErrPermanent (reason
+// poison).
+var ErrPoison = fmt.Errorf("poison message: kept failing while later messages were written: %w", ErrPermanent)

@@ -47,9 +47,44 @@ type Message struct {
 	ReceivedAt      time.Time
 	ContentType     string
 	CorrelationData []byte
-	Properties      []Property // user properties, minus msg_id and reserved Nr- names
+	Properties      []Property // user properties, minus msg_id and reserved names (ReservedProperty)
 	MsgID           string     // user property msg_id, "" when absent
 	DeadLetter      string     // the reason, one line, when the message is rejected
+	// Dropped is how many user properties had a reserved name and were
+	// left out of the headers.
+	Dropped int
+}
+
+// ReservedProperty reports whether a user property named name may not
+// become a backbone header, on either backbone: the bridge's own Nr-
+// headers, every Nats- header (JetStream acts on Nats-Expected-Stream,
+// Nats-Rollup, Nats-Msg-Id and more, and a refused or rolled-up write is a
+// node deciding the fate of other messages), and Content-Type, which the
+// bridge sets from the MQTT content type. Names are matched ignoring case,
+// as NATS and HTTP do. Such a property is dropped; the message is still
+// forwarded.
+func ReservedProperty(name string) bool {
+	return hasPrefixFold(name, "nr-") || hasPrefixFold(name, "nats-") || strings.EqualFold(name, HeaderContentType)
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// DedupeID is the backbone deduplication ID of m (Nats-Msg-Id on NATS,
+// Nr-Msg-Id on Kafka): the node's msg_id scoped to its org and node,
+// "<org>/<node>/<msg_id>", so that one node can never make the backbone
+// drop another node's message as a duplicate. A dead letter whose topic
+// has no valid org and node is scoped to its whole topic instead,
+// "<topic>/<msg_id>" (quoted when not printable). "" when m has no msg_id.
+func (m *Message) DedupeID() string {
+	if m.MsgID == "" {
+		return ""
+	}
+	if ValidID(m.Org) && ValidID(m.Node) {
+		return m.Org + "/" + m.Node + "/" + m.MsgID
+	}
+	return headerSafe(m.Topic) + "/" + m.MsgID
 }
 
 // NewMessage builds the message for an MQTT publish on topic. A topic with an
@@ -84,9 +119,8 @@ func NewMessage(topic string, payload []byte, receivedAt time.Time, contentType 
 				continue
 			}
 			m.MsgID = p.Value
-		case len(p.Name) >= 3 && strings.EqualFold(p.Name[:3], "nr-"):
-			// Reserved for the bridge's own headers: dropped so a node
-			// cannot forge Nr-Org or Nr-Topic.
+		case ReservedProperty(p.Name):
+			m.Dropped++
 		case !validHeaderName(p.Name):
 			m.setDeadLetter(fmt.Sprintf("user property name %q cannot be a header name", p.Name))
 		case !printableHeaderValue(p.Value):

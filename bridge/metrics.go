@@ -79,6 +79,8 @@ const (
 	ReasonUnsupportedMedia = "unsupported_media_type" // an HTTP body that is not JSON
 	ReasonUnavailable      = "unavailable"            // broker not reachable or no PUBACK in time
 	ReasonRefused          = "refused"                // the broker refused it (PUBACK reason >= 0x80)
+	ReasonRejected         = "rejected"               // the backbone refused the write for good (not for its size)
+	ReasonPoison           = "poison"                 // kept failing while later messages on its connection were written
 	ReasonOther            = "other"
 )
 
@@ -86,7 +88,7 @@ const (
 var Reasons = []string{
 	ReasonInvalidID, ReasonInvalidTarget, ReasonInvalidProperty, ReasonTooLarge,
 	ReasonMalformed, ReasonInvalidCommand, ReasonExpired, ReasonOutOfScope,
-	ReasonUnsupportedMedia, ReasonUnavailable, ReasonRefused, ReasonOther,
+	ReasonUnsupportedMedia, ReasonUnavailable, ReasonRefused, ReasonRejected, ReasonPoison, ReasonOther,
 }
 
 // ReasonOf maps an error of the bridge to its reason label, ReasonOther for
@@ -109,6 +111,10 @@ func ReasonOf(err error) string {
 		return ReasonOutOfScope
 	case errors.Is(err, ErrTooLarge):
 		return ReasonTooLarge
+	case errors.Is(err, ErrRejected):
+		return ReasonRejected
+	case errors.Is(err, ErrPoison):
+		return ReasonPoison
 	}
 	var refused *RefusedError
 	if errors.As(err, &refused) {

@@ -1,0 +1,48 @@
+package natsconn
+
+import (
+	"errors"
+	"net/http"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Permanent reports whether a JetStream publish failed for a reason that
+// no retry of the same message can fix, so that the caller dead-letters it
+// at once: the message is over the server's max_payload
+// (nats.ErrMaxPayload, or JetStream's "message size exceeds maximum"), or
+// JetStream answered with an API error of code 400, which it gives for a
+// message it will never take as it is (a wrong expected stream or last
+// sequence, an invalid rollup or TTL header, an invalid Nats-Msg-Id).
+//
+// Everything else is transient and retried with backoff: not connected,
+// timeouts, no responders (no stream listens on the subject, for example
+// because it was deleted), 503 (JetStream temporarily unavailable, leader
+// election), 404 stream not found and authorization errors. Those say
+// nothing about the message and hold for every message alike, and
+// dead-lettering during an outage would empty the stream into the dead
+// letters. This is the one classification of NATS write errors: the event
+// sink, the dead-letter writes, the commands source and the status store
+// all use it.
+func Permanent(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum || apiErr.Code == http.StatusBadRequest
+	}
+	return false
+}
+
+// TooLarge reports whether err is a write refused for its size, a
+// Permanent error that the caller may answer by cutting the message.
+func TooLarge(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, nats.ErrMaxPayload) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
+}
