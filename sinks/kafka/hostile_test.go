@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
@@ -160,5 +162,43 @@ func TestDedupeScopedToNode(t *testing.T) {
 	}
 	if len(ids) != 2 || ids["a"] != "tenantA/x/K" || ids["b"] != "tenantB/v/K" {
 		t.Fatalf("Nr-Msg-Id %v, want a -> tenantA/x/K, b -> tenantB/v/K", ids)
+	}
+}
+
+// TestRejectedRecordDeadLettered: the cluster refuses a record for good
+// (INVALID_RECORD, answered by kfake to the reply's produce request). The
+// reply is dead-lettered at once with the cluster's error as Nr-Error, and
+// the events after it are stored.
+func TestRejectedRecordDeadLettered(t *testing.T) {
+	k, pub, adm := startHostile(t, "rejected")
+	k.Cluster().ControlKey(int16(kmsg.Produce), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		req := kreq.(*kmsg.ProduceRequest)
+		resp := req.ResponseKind().(*kmsg.ProduceResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.InvalidRecord.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true // once: later requests are the cluster's
+	})
+	pub.Publish("org/acme/node/n1/reply", []byte("reply"), testclient.MsgID("r1"))
+	dl := readTopic(t, k, "nr.dlq", 1)
+	publishGood(pub)
+	checkGood(t, k, adm, 0)
+
+	r := dl[0]
+	if string(r.Value) != "reply" || string(r.Key) != "org/acme/node/n1" {
+		t.Fatalf("dead letter key %q value %q", r.Key, r.Value)
+	}
+	if e, _ := header(r, "Nr-Error"); !strings.Contains(e, "produce to nr.replies: refused by the backbone") || !strings.Contains(e, "INVALID_RECORD") {
+		t.Errorf("Nr-Error %q", e)
+	}
+	if n := recordCount(adm, "nr.replies"); n != 0 {
+		t.Errorf("nr.replies has %d records", n)
 	}
 }
