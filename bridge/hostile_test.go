@@ -239,7 +239,7 @@ func TestDedupeScopedToNode(t *testing.T) {
 	pub := testclient.ConnectMQTT(t, mq.URL(), "node-dedupe")
 	pub.Publish("org/tenantA/node/x/events", []byte("a"), testclient.MsgID("K"))
 	pub.Publish("org/tenantB/node/v/events", []byte("b"), testclient.MsgID("K"))
-	pub.Publish("org/tenantB/node/v/events", []byte("b again"), testclient.MsgID("K")) // a real duplicate
+	pub.Publish("org/tenantB/node/v/events", []byte("b"), testclient.MsgID("K")) // a real duplicate: stored once
 	publishGood(t, pub, "good", false)
 
 	msgs := checkGood(t, js, "NR_EVENTS", 2)
