@@ -94,8 +94,8 @@ func TestForwardEventsAndReplies(t *testing.T) {
 			t.Fatalf("duplicate event %s", id)
 		}
 		seen[id] = true
-		var n, i int
-		if _, err := fmt.Sscanf(id, "e-%d-%d", &n, &i); err != nil {
+		var n, n2, i int // Nats-Msg-Id is the msg_id scoped to the node: acme/n<n>/e-<n>-<i>
+		if _, err := fmt.Sscanf(id, "acme/n%d/e-%d-%d", &n, &n2, &i); err != nil || n != n2 {
 			t.Fatalf("bad msg id %q", id)
 		}
 		wantTopic := fmt.Sprintf("org/acme/node/n%d/events", n)
@@ -130,8 +130,8 @@ func TestForwardEventsAndReplies(t *testing.T) {
 		t.Fatalf("%d replies, want %d", len(replyMsgs), nodes*replies)
 	}
 	for _, m := range replyMsgs {
-		var n, i int
-		if _, err := fmt.Sscanf(m.Header.Get("Nats-Msg-Id"), "r-%d-%d", &n, &i); err != nil {
+		var n, n2, i int
+		if _, err := fmt.Sscanf(m.Header.Get("Nats-Msg-Id"), "acme/n%d/r-%d-%d", &n, &n2, &i); err != nil || n != n2 {
 			t.Fatalf("bad reply id %q", m.Header.Get("Nats-Msg-Id"))
 		}
 		if m.Subject != fmt.Sprintf("nr.org.acme.node.n%d.reply", n) || m.Header.Get("Nr-Kind") != "reply" ||
@@ -180,9 +180,13 @@ func TestBackboneOutage(t *testing.T) {
 		seen[m.Header.Get("Nats-Msg-Id")]++
 	}
 	for i := 0; i < total; i++ {
-		if seen[fmt.Sprintf("m-%d", i)] != 1 {
-			t.Fatalf("event m-%d stored %d times, want 1", i, seen[fmt.Sprintf("m-%d", i)])
+		if id := fmt.Sprintf("o1/n%d/m-%d", i%10, i); seen[id] != 1 {
+			t.Fatalf("event %s stored %d times, want 1", id, seen[id])
 		}
+	}
+	// Nothing failed for itself during the outage: nothing is poison.
+	if n := testclient.StreamCount(js, "NR_DLQ"); n != 0 {
+		t.Fatalf("NR_DLQ has %d messages after an outage, want 0", n)
 	}
 }
 
@@ -375,7 +379,7 @@ func TestOversizedEventDeadLettered(t *testing.T) {
 	})
 	dl := testclient.ReadStream(t, js, "NR_DLQ")[0]
 	if dl.Subject != "nr.dlq.events" || !strings.Contains(dl.Header.Get("Nr-Error"), "too large") ||
-		dl.Header.Get("Nr-Original-Size") != fmt.Sprint(len(big)) || dl.Header.Get("Nats-Msg-Id") != "big" {
+		dl.Header.Get("Nr-Original-Size") != fmt.Sprint(len(big)) || dl.Header.Get("Nats-Msg-Id") != "o1/n1/big" {
 		t.Fatalf("dead letter subject %q headers %v", dl.Subject, dl.Header)
 	}
 	if len(dl.Data) == 0 || len(dl.Data) >= len(big) || string(dl.Data) != string(big[:len(dl.Data)]) {

@@ -3,6 +3,7 @@ package bridge
 import (
 	"encoding/base64"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -53,6 +54,80 @@ type Message struct {
 	// Dropped is how many user properties had a reserved name and were
 	// left out of the headers.
 	Dropped int
+	// MinimalDeadLetter is set by the worker when the backbone refused m's
+	// dead letter for good although it was cut to the backbone's limit:
+	// the sink then writes it cut to its minimum (FittedDeadLetter), so
+	// that the message is still recorded and never acknowledged unstored.
+	MinimalDeadLetter bool
+}
+
+// FittedDeadLetter is m's dead letter (m.DeadLetter set) as a sink writes
+// it: the headers of Headers cut with FitDeadLetter to limit bytes of
+// headers and payload together, and its headers alone to headerLimit bytes
+// when headerLimit > 0 (JetStream stores at most 64 KB of headers whatever
+// its payload limit); then the deduplication header dedupeName with
+// DedupeID, whose room is kept out of both limits, so that a redelivered
+// message gives one dead letter, not two. The limits are what the backbone
+// takes, less the sink's framing margin. With MinimalDeadLetter set, the
+// dead letter is cut to its minimum whatever the limits say: the bridge's
+// own headers (Nr-Error, the origin, Nr-Original-Size) with values of at
+// most 256 bytes, no other header and no payload.
+func (m *Message) FittedDeadLetter(dedupeName string, limit, headerLimit int) ([]Header, []byte) {
+	hs := make([]Header, 0, m.HeaderCount()+3)
+	m.Headers(func(k, v string) { hs = append(hs, Header{k, v}) })
+	others := 0
+	for _, h := range hs {
+		if !ownHeader(h.Name) {
+			others++
+		}
+	}
+	var dedupe Header
+	if id := m.DedupeID(); id != "" && !m.MinimalDeadLetter {
+		dedupe = Header{dedupeName, id}
+		room := len(dedupeName) + len(id) + HeaderOverhead
+		limit -= room
+		headerLimit -= room
+	}
+	payload := m.Payload
+	switch {
+	case m.MinimalDeadLetter:
+		hs, payload = FitDeadLetter(hs, payload, 0)
+	case headerLimit > 0 && headersSize(hs) > headerLimit:
+		hs, _ = FitDeadLetter(hs, nil, headerLimit)
+		fallthrough
+	default:
+		hs, payload = FitDeadLetter(hs, payload, limit)
+	}
+	// Two cuts each count only what they dropped: say how many in all.
+	if left := others - countOthers(hs); left > 0 {
+		hs = setHeader(hs, HeaderDroppedHeaders, strconv.Itoa(left))
+	}
+	if dedupe.Name != "" {
+		hs = append(hs, dedupe)
+	}
+	return hs, payload
+}
+
+func countOthers(hs []Header) int {
+	n := 0
+	for _, h := range hs {
+		if !ownHeader(h.Name) {
+			n++
+		}
+	}
+	return n
+}
+
+// setHeader sets name to value in hs, replacing the header of that name or
+// appending it.
+func setHeader(hs []Header, name, value string) []Header {
+	for i := range hs {
+		if hs[i].Name == name {
+			hs[i].Value = value
+			return hs
+		}
+	}
+	return append(hs, Header{name, value})
 }
 
 // ReservedProperty reports whether a user property named name may not

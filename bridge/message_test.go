@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +137,63 @@ func TestHeaderCount(t *testing.T) {
 		if got, want := m.HeaderCount(), len(headersOf(m)); got != want {
 			t.Errorf("%s: HeaderCount = %d, Headers sets %d: %v", name, got, want, headersOf(m))
 		}
+	}
+}
+
+// FittedDeadLetter cuts headers to the header limit and the whole to the
+// total limit, counts every dropped header once, keeps the dedupe header,
+// and with MinimalDeadLetter keeps only the bridge's own short headers.
+func TestFittedDeadLetter(t *testing.T) {
+	props := []Property{{MsgIDProperty, "K"}}
+	big := strings.Repeat("v", 4000)
+	for i := range 300 {
+		props = append(props, Property{fmt.Sprintf("p%03d", i), big})
+	}
+	m := NewMessage("org/acme/node/n1/events", make([]byte, 2<<20), time.Now(), "application/json", nil, props)
+	m.DeadLetter = "too large"
+	get := func(hs []Header, name string) (string, int) {
+		v, n := "", 0
+		for _, h := range hs {
+			if h.Name == name {
+				v, n = h.Value, n+1
+			}
+		}
+		return v, n
+	}
+	hs, p := m.FittedDeadLetter("Nats-Msg-Id", 1<<20, 64<<10)
+	if size := headersSize(hs) + len(p); size > 1<<20 || headersSize(hs) > 64<<10 {
+		t.Fatalf("size %d, headers %d", size, headersSize(hs))
+	}
+	kept := 0
+	for _, h := range hs {
+		if strings.HasPrefix(h.Name, "p") {
+			kept++
+		}
+	}
+	if v, n := get(hs, HeaderDroppedHeaders); n != 1 || v != strconv.Itoa(301-kept) { // 300 properties and Content-Type
+		t.Errorf("Nr-Dropped-Headers %q (%d times), %d properties kept", v, n, kept)
+	}
+	if v, _ := get(hs, HeaderOriginalSize); v != strconv.Itoa(2<<20) || len(p) == 0 {
+		t.Errorf("Nr-Original-Size %q, payload %d", v, len(p))
+	}
+	if hs[len(hs)-1] != (Header{"Nats-Msg-Id", "acme/n1/K"}) {
+		t.Errorf("last header %v, want the dedupe ID", hs[len(hs)-1])
+	}
+
+	m.MinimalDeadLetter = true
+	hs, p = m.FittedDeadLetter("Nats-Msg-Id", 1<<20, 64<<10)
+	if len(p) != 0 {
+		t.Errorf("minimal dead letter keeps %d payload bytes", len(p))
+	}
+	for _, h := range hs {
+		if !ownHeader(h.Name) || len(h.Value) > minKeptValue {
+			t.Errorf("minimal dead letter has %s (%d bytes)", h.Name, len(h.Value))
+		}
+	}
+	if v, _ := get(hs, HeaderError); v != "too large" {
+		t.Errorf("Nr-Error %q", v)
+	}
+	if v, _ := get(hs, HeaderDroppedHeaders); v != "301" {
+		t.Errorf("Nr-Dropped-Headers %q, want 301", v)
 	}
 }

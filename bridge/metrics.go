@@ -34,7 +34,22 @@ type Metrics interface {
 	// message path pays nothing for it. Registering a name again replaces
 	// the function.
 	TrackInflight(worker string, inflight func() int)
+	// PropertiesDropped counts n MQTT v5 user properties of one message
+	// that were left out of its backbone headers; reason is DropReserved
+	// (a name the bridge or the backbone acts on, see ReservedProperty).
+	PropertiesDropped(reason string, n int)
+	// TrackOldestInflight registers a function returning how long the
+	// worker's oldest un-acked message has been waiting (0 when it holds
+	// none): PUBACKs go out in receive order, so this is how long the
+	// worker has been unable to acknowledge anything new. It is read when
+	// metrics are collected. Registering a name again replaces the
+	// function.
+	TrackOldestInflight(worker string, age func() time.Duration)
 }
+
+// DropReserved is the reason label of nr_bridge_properties_dropped_total
+// for a user property with a reserved name (ReservedProperty).
+const DropReserved = "reserved"
 
 // CommandMetrics receives what the command path counts: the HTTP API, the
 // commands sources and the publisher call it. source is SourceHTTP or
@@ -166,6 +181,12 @@ func (NopMetrics) MQTTConnected(string, bool) {}
 
 // TrackInflight does nothing.
 func (NopMetrics) TrackInflight(string, func() int) {}
+
+// PropertiesDropped does nothing.
+func (NopMetrics) PropertiesDropped(string, int) {}
+
+// TrackOldestInflight does nothing.
+func (NopMetrics) TrackOldestInflight(string, func() time.Duration) {}
 
 // CommandPublished does nothing.
 func (NopMetrics) CommandPublished(string, time.Duration) {}

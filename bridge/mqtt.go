@@ -41,6 +41,7 @@ type MQTTConfig struct {
 	AckInterval    time.Duration `env:"MQTT_ACK_INTERVAL" envDefault:"10ms" desc:"how often a worker sends the PUBACKs of written messages"`
 	TCPQuickAck    bool          `env:"MQTT_TCP_QUICKACK" envDefault:"true" desc:"acknowledge the broker's TCP segments at once (Linux TCP_QUICKACK): sub-millisecond delivery from a broker with Nagle on, for some CPU at moderate rates; false = the kernel's delayed ACKs"`
 	PublishTimeout time.Duration `env:"MQTT_PUBLISH_TIMEOUT" envDefault:"10s" desc:"how long the command publisher waits for a PUBACK"`
+	StallTimeout   time.Duration `env:"MQTT_STALL_TIMEOUT" envDefault:"2m" desc:"a worker whose oldest un-acked message waited longer is reported stalled: WARN log and /readyz not ready (0 = 2m)"`
 }
 
 // DefaultClientID is the client ID used when MQTT_CLIENT_ID is not set:

@@ -3,7 +3,6 @@ package bridge
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -37,22 +36,35 @@ func (r *Receiver) Start(ctx context.Context) error {
 	return nil
 }
 
-// Ready returns nil when every worker is connected and subscribed, else an
-// error naming the workers that are not and, when a connection attempt
-// failed, why (a refused TLS handshake, a bad password).
+// Ready returns nil when every worker is connected and subscribed and none
+// is stalled, else an error naming the workers that are not connected and,
+// when a connection attempt failed, why (a refused TLS handshake, a bad
+// password), and the workers that have not been able to acknowledge for
+// longer than MQTT_STALL_TIMEOUT (Worker.Stalled): a connected worker that
+// acknowledges nothing must not look healthy.
 func (r *Receiver) Ready() error {
-	var down []string
+	var down, stalled []string
 	for _, w := range r.workers {
 		if !w.Ready() {
 			if why := w.ConnectError(); why != "" {
 				down = append(down, w.ClientID()+" ("+why+")")
-				continue
+			} else {
+				down = append(down, w.ClientID())
 			}
-			down = append(down, w.ClientID())
+		}
+		if err := w.Stalled(); err != nil {
+			stalled = append(stalled, err.Error())
 		}
 	}
+	var parts []string
 	if len(down) > 0 {
-		return fmt.Errorf("mqtt workers not connected: %s", strings.Join(down, ", "))
+		parts = append(parts, "mqtt workers not connected: "+strings.Join(down, ", "))
+	}
+	if len(stalled) > 0 {
+		parts = append(parts, "mqtt workers stalled: "+strings.Join(stalled, "; "))
+	}
+	if len(parts) > 0 {
+		return errors.New(strings.Join(parts, "; "))
 	}
 	return nil
 }

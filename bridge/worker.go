@@ -20,6 +20,16 @@ const (
 	retryMax = 5 * time.Second
 )
 
+// poisonAttempts is how many transient failures of one message, while
+// messages received after it on the same worker were written, make it
+// poison (dead-lettered with ErrPoison). Three rules out a failure that
+// merely raced a reconnect; with the retry backoff it takes about 300 ms.
+const poisonAttempts = 3
+
+// defaultStallTimeout is MQTT_STALL_TIMEOUT's default, used when the
+// configuration leaves it 0.
+const defaultStallTimeout = 2 * time.Minute
+
 // Worker is one MQTT connection in the shared subscription: it receives
 // events and replies, writes them to the sink and acknowledges each message
 // only after the sink confirmed the write. It holds at most MaxInflight
@@ -46,9 +56,15 @@ type Worker struct {
 	inflight int
 	idle     *sync.Cond              // signalled when inflight drops to 0
 	retries  map[*flight]*time.Timer // writes waiting for their next attempt
+	seq      uint64                  // receive sequence of the last message read
+	head     *flight                 // the oldest un-acked message; PUBACKs wait behind it
+	tail     *flight                 // the newest un-acked message
+	written  [2]progress             // what was stored, by kindIndex
 
 	subscribed atomic.Bool
 	connWG     sync.WaitGroup         // subscribe goroutines
+	watchWG    sync.WaitGroup         // the stall watchdog
+	stallAfter time.Duration          // MQTT_STALL_TIMEOUT
 	lastWarn   atomic.Int64           // unix nanos of the last write-failure WARN
 	connErr    atomic.Pointer[string] // why the last connection attempt failed; nil once connected
 	certAsked  atomic.Bool            // the broker requested a client certificate we do not have
@@ -65,13 +81,38 @@ func WithMetrics(m Metrics) WorkerOption {
 	return func(w *Worker) { w.metrics = m }
 }
 
+// progress is what a worker stored of one kind of message (events and
+// replies go to different streams or topics): it tells a message that
+// fails alone (poison) from a backbone that takes nothing.
+type progress struct {
+	count   uint64 // messages stored
+	highest uint64 // the highest receive sequence stored
+	at      uint64 // count when highest was stored
+}
+
+func kindIndex(k Kind) int {
+	if k == KindReply {
+		return 1
+	}
+	return 0
+}
+
 // flight is one received message from read to ack.
 type flight struct {
 	w       *Worker
 	m       *Message
 	pr      paho.PublishReceived
-	attempt int
+	seq     uint64 // receive order on its worker, from 1
+	attempt int    // failed attempts since the last change of what is written
 	reason  string // the dead-letter reason label once m.DeadLetter is set
+	// failMark is the worker's stored count of m's kind at m's first failed
+	// write; a later message stored after it counts toward poison.
+	failMark uint64
+	failed   bool
+	lastErr  error // the last write error, for the stall report; under w.mu
+	tries    int   // attempt as of lastErr, for the stall report; under w.mu
+
+	prev, next *flight // the worker's un-acked messages in receive order; under w.mu
 }
 
 // NewWorker creates worker id (1-based); Start connects it.
@@ -96,6 +137,14 @@ func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...Wor
 	}
 	w.metrics.MQTTConnected(w.clientID, false)
 	w.metrics.TrackInflight(w.clientID, w.Inflight)
+	w.metrics.TrackOldestInflight(w.clientID, func() time.Duration {
+		age, _, _, _ := w.oldest()
+		return age
+	})
+	w.stallAfter = cfg.StallTimeout
+	if w.stallAfter <= 0 {
+		w.stallAfter = defaultStallTimeout
+	}
 	return w
 }
 
@@ -164,6 +213,11 @@ func (w *Worker) Start(ctx context.Context) error {
 		return fmt.Errorf("worker %s: %w", w.clientID, err)
 	}
 	w.cm = cm
+	w.watchWG.Add(1)
+	go func() {
+		defer w.watchWG.Done()
+		w.watchStall()
+	}()
 	return nil
 }
 
@@ -234,15 +288,6 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 	case <-w.stop:
 		return true, nil // not acked: the broker redelivers it to this session
 	}
-	w.mu.Lock()
-	if w.stopping {
-		w.mu.Unlock()
-		<-w.slots
-		return true, nil
-	}
-	w.inflight++
-	w.mu.Unlock()
-
 	p := pr.Packet
 	var contentType string
 	var corr []byte
@@ -257,8 +302,34 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 		}
 	}
 	m := NewMessage(p.Topic, p.Payload, time.Now(), contentType, corr, props)
-	w.metrics.MessageReceived(m.Kind)
 	f := &flight{w: w, m: m, pr: pr}
+	w.mu.Lock()
+	if w.stopping {
+		w.mu.Unlock()
+		<-w.slots
+		return true, nil
+	}
+	w.inflight++
+	w.seq++
+	f.seq = w.seq
+	f.prev = w.tail
+	if w.tail != nil {
+		w.tail.next = f
+	} else {
+		w.head = f
+	}
+	w.tail = f
+	w.mu.Unlock()
+
+	w.metrics.MessageReceived(m.Kind)
+	if m.Dropped > 0 {
+		// A node may send these on every message: counted, logged at
+		// DEBUG only.
+		w.metrics.PropertiesDropped(DropReserved, m.Dropped)
+		if w.log.Enabled(w.ctx, slog.LevelDebug) {
+			w.log.Debug("reserved user properties dropped", "topic", headerSafe(m.Topic), "dropped", m.Dropped)
+		}
+	}
 	if m.DeadLetter != "" {
 		f.reason = deadLetterReason(m)
 		w.log.Warn("dead-lettering message", "topic", headerSafe(m.Topic), "reason", m.DeadLetter)
@@ -269,9 +340,12 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 	return true, nil
 }
 
-// done is the sink's completion callback: ack on success, dead-letter on a
-// permanent error, otherwise retry with backoff while the message stays
-// un-acked.
+// done is the sink's completion callback: ack on success; on a permanent
+// error, or a poison message, write the dead letter instead; otherwise
+// retry with backoff while the message stays un-acked. No path acks a
+// message that is neither stored nor dead-lettered: a dead letter the
+// backbone refuses is cut to its minimum, and if even that is refused it is
+// retried like any transient failure, which the stall report makes visible.
 func (f *flight) done(err error) {
 	w := f.w
 	if err == nil {
@@ -281,41 +355,78 @@ func (f *flight) done(err error) {
 			w.metrics.MessageForwarded(f.m.Kind, time.Since(f.m.ReceivedAt))
 		}
 		f.ack()
-		w.release()
+		w.release(f, f.m.DeadLetter == "")
 		return
 	}
 	if w.ctx.Err() != nil {
-		w.release() // shutting down: not acked, redelivered to this session later
+		w.release(f, false) // shutting down: not acked, redelivered to this session later
 		return
 	}
 	w.metrics.WriteError()
-	if errors.Is(err, ErrPermanent) {
-		if f.m.DeadLetter == "" {
-			f.m.DeadLetter = err.Error()
-			f.reason = ReasonOf(err)
-			w.log.Warn("dead-lettering message", "topic", f.m.Topic, "reason", f.m.DeadLetter)
-			// Written from a timer goroutine, not from here: done runs on
-			// the sink's completion path, and a Write there could wait for
-			// a window slot that only this path frees.
-			f.schedule(0)
-			return
-		}
-		// Even the dead letter (already cut to fit) cannot be written. This
-		// log line is where the message ends up; holding it would stop every
-		// later PUBACK of this worker for good.
-		w.log.Error("dead letter refused by the backbone, message dropped", "topic", headerSafe(f.m.Topic),
+	permanent := errors.Is(err, ErrPermanent)
+	switch {
+	case permanent && f.m.DeadLetter == "":
+		f.deadLetter(err)
+		return
+	case permanent && !f.m.MinimalDeadLetter:
+		// The dead letter was cut to the backbone's limit and still
+		// refused (a lower limit on the dead-letter stream, a header the
+		// backbone will not take): write what is left of it at its
+		// minimum.
+		w.log.Error("dead letter refused by the backbone, writing it cut to its minimum", "topic", headerSafe(f.m.Topic),
 			"reason", f.m.DeadLetter, "bytes", len(f.m.Payload), "err", err)
-		f.ack()
-		w.release()
+		f.m.MinimalDeadLetter = true
+		f.attempt = 0
+		f.schedule(0, err)
 		return
 	}
 	f.attempt++
+	if !f.failed {
+		f.failed = true
+		w.mu.Lock()
+		f.failMark = w.written[kindIndex(f.m.Kind)].count
+		w.mu.Unlock()
+	}
+	if f.m.DeadLetter == "" && f.attempt >= poisonAttempts && w.laterWritten(f) {
+		f.deadLetter(fmt.Errorf("%w (%d attempts; last error: %w)", ErrPoison, f.attempt, err))
+		return
+	}
 	now := time.Now().UnixNano()
 	if last := w.lastWarn.Load(); now-last > int64(5*time.Second) && w.lastWarn.CompareAndSwap(last, now) {
-		w.log.Warn("backbone write failed, retrying", "topic", f.m.Topic, "attempt", f.attempt, "err", err)
+		if permanent {
+			w.log.Error("minimal dead letter refused by the backbone, retrying; the worker cannot acknowledge until it is written",
+				"topic", headerSafe(f.m.Topic), "reason", f.m.DeadLetter, "attempt", f.attempt, "err", err)
+		} else {
+			w.log.Warn("backbone write failed, retrying", "topic", headerSafe(f.m.Topic), "attempt", f.attempt, "err", err)
+		}
 	}
-	f.schedule(Backoff(retryMin, retryMax)(f.attempt - 1))
+	f.schedule(Backoff(retryMin, retryMax)(f.attempt-1), err)
 	w.metrics.WriteRetry()
+}
+
+// deadLetter turns f into a dead letter with err (which wraps ErrPermanent)
+// as its reason and writes it.
+func (f *flight) deadLetter(err error) {
+	w := f.w
+	f.m.DeadLetter = ReasonLine(err)
+	f.reason = ReasonOf(err)
+	f.attempt = 0
+	w.log.Warn("dead-lettering message", "topic", headerSafe(f.m.Topic), "reason", f.m.DeadLetter)
+	// Written from a timer goroutine, not from here: done runs on the
+	// sink's completion path, and a Write there could wait for a window
+	// slot that only this path frees.
+	f.schedule(0, err)
+}
+
+// laterWritten reports whether a message of f's kind received after f on
+// this worker was stored after f first failed: the backbone takes this
+// worker's messages, just not f. During an outage nothing is stored, so
+// nothing is poison.
+func (w *Worker) laterWritten(f *flight) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.written[kindIndex(f.m.Kind)]
+	return p.highest > f.seq && p.at > f.failMark
 }
 
 // ack sends (or queues) the PUBACK of a written message.
@@ -334,13 +445,15 @@ func (f *flight) ack() {
 	}
 }
 
-// schedule writes the message again after d, unless Stop comes first.
-func (f *flight) schedule(d time.Duration) {
+// schedule writes the message again after d, unless Stop comes first;
+// err is the failure that made it, kept for the stall report.
+func (f *flight) schedule(d time.Duration, err error) {
 	w := f.w
 	w.mu.Lock()
+	f.lastErr, f.tries = err, f.attempt
 	if w.ctx.Err() != nil {
 		w.mu.Unlock()
-		w.release()
+		w.release(f, false)
 		return
 	}
 	w.retries[f] = time.AfterFunc(d, f.retry)
@@ -359,14 +472,100 @@ func (f *flight) retry() {
 	w.sink.Write(w.ctx, f.m, f.done)
 }
 
-func (w *Worker) release() {
+// release frees f's slot and takes it off the un-acked list; stored says
+// that f was written to its stream or topic (not a dead letter), which
+// poison detection counts.
+func (w *Worker) release(f *flight, stored bool) {
 	<-w.slots
 	w.mu.Lock()
+	if stored {
+		p := &w.written[kindIndex(f.m.Kind)]
+		p.count++
+		if f.seq > p.highest {
+			p.highest, p.at = f.seq, p.count
+		}
+	}
+	if f.prev != nil {
+		f.prev.next = f.next
+	} else {
+		w.head = f.next
+	}
+	if f.next != nil {
+		f.next.prev = f.prev
+	} else {
+		w.tail = f.prev
+	}
+	f.prev, f.next = nil, nil
 	w.inflight--
 	if w.inflight == 0 {
 		w.idle.Broadcast()
 	}
 	w.mu.Unlock()
+}
+
+// oldest returns how long the oldest un-acked message has waited, its
+// topic, its failed attempts and last write error; age 0 when the worker
+// holds nothing.
+func (w *Worker) oldest() (age time.Duration, topic string, attempt int, lastErr error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	f := w.head
+	if f == nil {
+		return 0, "", 0, nil
+	}
+	return time.Since(f.m.ReceivedAt), f.m.Topic, f.tries, f.lastErr
+}
+
+// Stalled returns an error when the worker's oldest un-acked message has
+// waited longer than MQTT_STALL_TIMEOUT: PUBACKs go out in receive order,
+// so the worker has acknowledged nothing received since, and with
+// MQTT_MAX_INFLIGHT messages held the broker sends it nothing more. It
+// names the worker, how long, the message's topic and the last write
+// error. Receiver.Ready reports it, so a stall never looks healthy.
+func (w *Worker) Stalled() error {
+	age, topic, attempt, lastErr := w.oldest()
+	if age <= w.stallAfter {
+		return nil
+	}
+	msg := fmt.Sprintf("%s: no acknowledgement for %s, oldest un-acked message on topic %s", w.clientID, age.Round(time.Second), headerSafe(topic))
+	if lastErr != nil {
+		msg += fmt.Sprintf(" (%d failed attempts, last error: %s)", attempt, ReasonLine(lastErr))
+	}
+	return errors.New(msg)
+}
+
+// watchStall logs a WARN when the worker stalls (Stalled), again every
+// MQTT_STALL_TIMEOUT while it lasts, and an INFO when it ends; it returns
+// when the worker's context ends.
+func (w *Worker) watchStall() {
+	tick := time.NewTicker(min(max(w.stallAfter/4, 10*time.Millisecond), 5*time.Second))
+	defer tick.Stop()
+	var stalled, lastWarn time.Time // stalled: when the stall being reported started
+	for {
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		age, topic, attempt, lastErr := w.oldest()
+		now := time.Now()
+		if age <= w.stallAfter {
+			if !stalled.IsZero() {
+				w.log.Info("MQTT worker acknowledging again", "stalled_for", now.Sub(stalled).Round(time.Millisecond).String())
+				stalled = time.Time{}
+			}
+			continue
+		}
+		if stalled.IsZero() {
+			stalled = now.Add(-age)
+		} else if now.Sub(lastWarn) < w.stallAfter {
+			continue
+		}
+		lastWarn = now
+		w.log.Warn("MQTT worker stalled: its oldest message is not written, so no later message can be acknowledged",
+			"topic", headerSafe(topic), "waiting", age.Round(time.Millisecond).String(), "attempt", attempt,
+			"inflight", w.Inflight(), "err", lastErr)
+	}
 }
 
 // Stop stops intake, waits until every in-flight message is written and its
@@ -408,7 +607,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	for f, t := range w.retries {
 		if t.Stop() {
 			delete(w.retries, f)
-			defer w.release()
+			defer w.release(f, false)
 		}
 	}
 	w.idle.Broadcast()
@@ -419,6 +618,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	defer cancel()
 	err := w.cm.Disconnect(dctx)
 	w.connWG.Wait()
+	w.watchWG.Wait()
 	w.subscribed.Store(false)
 	w.metrics.MQTTConnected(w.clientID, false)
 	if err != nil {

@@ -590,6 +590,7 @@ func metricNames(t *testing.T) map[string]string {
 	t.Helper()
 	m := metrics.New(metrics.BackboneNATS, "test")
 	m.TrackInflight("w1", func() int { return 0 })
+	m.TrackOldestInflight("w1", func() time.Duration { return 0 })
 	m.MQTTConnected("w1", true)
 	m.HTTPRequest("GET /healthz", 200)
 	fams, err := m.Registry().Gather()

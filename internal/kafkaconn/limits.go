@@ -74,3 +74,13 @@ func (l *Limits) MaxDeadLetterValue(topic string, keyAndHeaders int) int {
 	margin := min(DeadLetterMargin, int(l.MaxBytes(topic))/4)
 	return max(int(l.MaxBytes(topic))-margin-keyAndHeaders, 0)
 }
+
+// MaxDeadLetter is how many bytes of headers and value a dead letter to
+// topic may have, given the length of its key: MaxBytes minus the key and
+// a margin for the record and batch framing (DeadLetterMargin, or a quarter
+// of a small limit). The sinks cut dead letters to it with
+// bridge.FitDeadLetter.
+func (l *Limits) MaxDeadLetter(topic string, keyLen int) int {
+	margin := min(DeadLetterMargin, int(l.MaxBytes(topic))/4)
+	return max(int(l.MaxBytes(topic))-margin-keyLen, 0)
+}

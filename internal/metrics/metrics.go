@@ -61,6 +61,8 @@ type Metrics struct {
 	acks         prometheus.Counter
 	latency      prometheus.Observer
 	deadLetters  map[string]prometheus.Counter // by reason, every one of bridge.Reasons
+	dropped      *prometheus.CounterVec        // properties dropped, by reason
+	droppedRes   prometheus.Counter            // its reason="reserved" child
 
 	published      map[string]prometheus.Counter            // by source
 	publishLatency map[string]prometheus.Observer           // by source
@@ -71,6 +73,7 @@ type Metrics struct {
 
 	mqttConnected *prometheus.GaugeVec
 	inflight      *funcGauges
+	oldest        *funcGauges
 	backboneCheck atomic.Pointer[func() error]
 	httpRequests  *prometheus.CounterVec
 	status        *statusSeries // commandstatus.go
@@ -108,6 +111,9 @@ func New(backbone, version string) *Metrics {
 		m.deadLetters[r] = dl.WithLabelValues(r)
 	}
 
+	m.dropped = f.counterVec("properties_dropped_total", "MQTT v5 user properties left out of the backbone headers, by reason (reserved: a name starting Nr- or Nats-, or Content-Type, any case).", "reason")
+	m.droppedRes = m.dropped.WithLabelValues(bridge.DropReserved)
+
 	m.publishedVec = f.counterVec("commands_published_total", "Commands published to MQTT and acknowledged by the broker, by source (http, stream).", "source")
 	m.refusedVec = f.counterVec("commands_refused_total", "Commands not published, by source and reason.", "source", "reason")
 	m.pubLatencyVec = f.histogramVec("command_publish_latency_seconds", "Time from the start of a command publish to the broker's PUBACK, by source.", "source")
@@ -127,6 +133,9 @@ func New(backbone, version string) *Metrics {
 	m.inflight = newFuncGauges(prometheus.BuildFQName(Namespace, "", "inflight_messages"),
 		"Messages a worker received and has not acknowledged yet (waiting for the backbone).", "worker")
 	reg.MustRegister(m.inflight)
+	m.oldest = newFuncGauges(prometheus.BuildFQName(Namespace, "", "oldest_inflight_seconds"),
+		"How long a worker's oldest un-acknowledged message has waited (0 when it holds none). PUBACKs go out in receive order: a value that keeps growing is a worker that cannot acknowledge anything (see MQTT_STALL_TIMEOUT).", "worker")
+	reg.MustRegister(m.oldest)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: Namespace,
 		Name:      "backbone_connected",
@@ -185,7 +194,22 @@ func (m *Metrics) MQTTConnected(connection string, up bool) {
 
 // TrackInflight implements bridge.Metrics.
 func (m *Metrics) TrackInflight(worker string, inflight func() int) {
-	m.inflight.set(worker, inflight)
+	m.inflight.set(worker, func() float64 { return float64(inflight()) })
+}
+
+// TrackOldestInflight implements bridge.Metrics.
+func (m *Metrics) TrackOldestInflight(worker string, age func() time.Duration) {
+	m.oldest.set(worker, func() float64 { return age().Seconds() })
+}
+
+// PropertiesDropped implements bridge.Metrics. It is called only for a
+// message that had reserved properties.
+func (m *Metrics) PropertiesDropped(reason string, n int) {
+	if reason == bridge.DropReserved {
+		m.droppedRes.Add(float64(n))
+		return
+	}
+	m.dropped.WithLabelValues(reason).Add(float64(n))
 }
 
 // CommandPublished implements bridge.CommandMetrics.

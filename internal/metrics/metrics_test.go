@@ -233,6 +233,9 @@ func TestCounters(t *testing.T) {
 	m.CommandRefused("cli", bridge.ReasonInvalidID)
 	m.HTTPRequest("POST /org/{orgId}/broadcast/cmd", 202)
 	m.TrackInflight("w9", func() int { return 7 })
+	m.TrackOldestInflight("w9", func() time.Duration { return 2500 * time.Millisecond })
+	m.PropertiesDropped(bridge.DropReserved, 3)
+	m.PropertiesDropped(bridge.DropReserved, 2)
 	m.MQTTConnected("x-pub", true)
 	m.SetBackboneCheck(func() error { return nil })
 
@@ -255,6 +258,8 @@ func TestCounters(t *testing.T) {
 		{"nr_bridge_commands_refused_total", []string{"source", "cli", "reason", "invalid_id"}, 1},
 		{"nr_bridge_http_requests_total", []string{"route", "POST /org/{orgId}/broadcast/cmd", "code", "202"}, 1},
 		{"nr_bridge_inflight_messages", []string{"worker", "w9"}, 7},
+		{"nr_bridge_oldest_inflight_seconds", []string{"worker", "w9"}, 2.5},
+		{"nr_bridge_properties_dropped_total", []string{"reason", "reserved"}, 5},
 		{"nr_bridge_mqtt_connected", []string{"connection", "x-pub"}, 1},
 		{"nr_bridge_backbone_connected", nil, 1},
 	} {

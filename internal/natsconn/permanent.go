@@ -40,9 +40,22 @@ func Permanent(err error) bool {
 }
 
 // TooLarge reports whether err is a write refused for its size, a
-// Permanent error that the caller may answer by cutting the message.
+// Permanent error that the caller may answer by cutting the message: over
+// max_payload, over the stream's maximum message size, or headers over
+// JetStream's limit (MaxHeaderBytes).
 func TooLarge(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.Is(err, nats.ErrMaxPayload) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum
+		errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum ||
+			apiErr.ErrorCode == JSErrCodeHeaderExceedsMaximum)
 }
+
+// JSErrCodeHeaderExceedsMaximum is JetStream's error code (API error 400)
+// for a message whose encoded headers are over MaxHeaderBytes; nats.go has
+// no constant for it.
+const JSErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
+
+// MaxHeaderBytes is the most encoded header bytes ("NATS/1.0" line
+// included) JetStream stores in one message, whatever max_payload says:
+// nats-server refuses more with JSErrCodeHeaderExceedsMaximum.
+const MaxHeaderBytes = 65535

@@ -1,25 +1,24 @@
 package kafka
 
 import (
-	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 )
 
 // Header names specific to the Kafka sink.
 const (
-	// HeaderMsgID carries the MQTT v5 user property msg_id, for consumers
-	// that deduplicate.
+	// HeaderMsgID carries Message.DedupeID, the MQTT v5 user property
+	// msg_id scoped to the node (<org>/<node>/<msg_id>), for consumers that
+	// deduplicate.
 	HeaderMsgID = "Nr-Msg-Id"
 	// HeaderOriginalSize is set on a dead letter whose value was cut to fit
 	// the topic's size limit; it holds the original payload length.
-	HeaderOriginalSize = "Nr-Original-Size"
+	HeaderOriginalSize = bridge.HeaderOriginalSize
 )
 
 // topic is where m goes: its kind's topic, or the dead-letter topic.
@@ -50,67 +49,62 @@ func key(m *bridge.Message) string {
 
 // record builds m's record: the payload byte for byte as the value, the
 // headers of Message.Headers plus Nr-Msg-Id, and the time the bridge
-// received the message as the record timestamp. A dead letter's value is
-// cut to fit the dead-letter topic, with Nr-Original-Size.
+// received the message as the record timestamp. A dead letter is cut
+// (bridge.FitDeadLetter) to the dead-letter topic's limit less its key and
+// kafkaconn.DeadLetterMargin, so that the cluster never refuses it for its
+// size.
 func (s *Sink) record(m *bridge.Message) *kgo.Record {
 	r := &kgo.Record{
 		Topic:     s.topic(m),
 		Key:       []byte(key(m)),
 		Value:     m.Payload,
 		Timestamp: m.ReceivedAt,
-		Headers:   make([]kgo.RecordHeader, 0, m.HeaderCount()+2), // + Nr-Msg-Id, Nr-Original-Size
-	}
-	size := len(r.Key)
-	m.Headers(func(k, v string) {
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
-		size += len(k) + len(v)
-	})
-	if m.MsgID != "" {
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderMsgID, Value: []byte(m.MsgID)})
-		size += len(HeaderMsgID) + len(m.MsgID)
 	}
 	if m.DeadLetter != "" {
-		if limit := s.limits.MaxDeadLetterValue(r.Topic, size+64); len(r.Value) > limit {
-			r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderOriginalSize, Value: []byte(strconv.Itoa(len(m.Payload)))})
-			r.Value = r.Value[:limit]
+		hs, value := m.FittedDeadLetter(HeaderMsgID, s.limits.MaxDeadLetter(r.Topic, len(r.Key)), 0)
+		r.Value = value
+		r.Headers = make([]kgo.RecordHeader, len(hs))
+		for i, h := range hs {
+			r.Headers[i] = kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)}
 		}
+		return r
+	}
+	r.Headers = make([]kgo.RecordHeader, 0, m.HeaderCount()+1) // + Nr-Msg-Id
+	m.Headers(func(k, v string) {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
+	})
+	if id := m.DedupeID(); id != "" {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderMsgID, Value: []byte(id)})
 	}
 	return r
 }
 
-// withoutValue is a copy of dead letter r with its value dropped and
-// Nr-Original-Size set: the last resort when the cluster refuses the cut
-// dead letter as too large, so that the reason and origin still arrive.
-func withoutValue(r *kgo.Record, m *bridge.Message) *kgo.Record {
-	c := &kgo.Record{Topic: r.Topic, Key: r.Key, Timestamp: r.Timestamp}
-	for _, h := range r.Headers {
-		if h.Key != HeaderOriginalSize {
-			c.Headers = append(c.Headers, h)
-		}
-	}
-	c.Headers = append(c.Headers, kgo.RecordHeader{Key: HeaderOriginalSize, Value: []byte(strconv.Itoa(len(m.Payload)))})
-	return c
-}
-
-// tooLarge reports whether err is the cluster (or franz-go, checking
-// against the topic's limit before sending) refusing a record for its size.
-func tooLarge(err error) bool {
-	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
-}
-
-// classify marks errors that no retry can fix permanent, so the worker
-// dead-letters the message instead of retrying it forever: a record too
-// large for its topic, or one the broker calls invalid.
-func (s *Sink) classify(m *bridge.Message, r *kgo.Record, err error) error {
+// classify is the sink's one classification of Kafka write errors
+// (kafkaconn.Permanent): a record too large for its topic is wrapped with
+// bridge.ErrTooLarge, any other refusal for good (INVALID_RECORD) with
+// bridge.ErrRejected, both keeping the cluster's error, so the worker
+// dead-letters the message at once with it as Nr-Error. Everything else
+// (the cluster unreachable, an unknown topic, authorization) is returned as
+// it is and retried.
+func (s *Sink) classify(r *kgo.Record, err error) error {
 	if err == nil {
 		return nil
 	}
-	if tooLarge(err) {
-		return fmt.Errorf("produce to %s: %d bytes (topic limit %d bytes): %w: %w",
-			r.Topic, len(m.Payload), s.limits.MaxBytes(r.Topic), bridge.ErrTooLarge, err)
-	}
-	if errors.Is(err, kerr.InvalidRecord) {
-		return fmt.Errorf("produce to %s: %w: %w", r.Topic, bridge.ErrPermanent, err)
+	switch {
+	case kafkaconn.TooLarge(err):
+		return fmt.Errorf("produce to %s: %d bytes with key and headers (topic limit %d bytes): %w: %w",
+			r.Topic, recordSize(r), s.limits.MaxBytes(r.Topic), bridge.ErrTooLarge, err)
+	case kafkaconn.Permanent(err):
+		return fmt.Errorf("produce to %s: %w: %w", r.Topic, bridge.ErrRejected, err)
 	}
 	return fmt.Errorf("produce to %s: %w", r.Topic, err)
+}
+
+// recordSize is about what r counts against the topic's limit.
+func recordSize(r *kgo.Record) int {
+	n := len(r.Key) + len(r.Value)
+	for _, h := range r.Headers {
+		n += len(h.Key) + len(h.Value)
+	}
+	return n
 }

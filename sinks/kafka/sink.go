@@ -168,16 +168,10 @@ func (s *Sink) completionLoop() {
 }
 
 func (s *Sink) complete(c completion) {
-	if c.err != nil && c.m.DeadLetter != "" && tooLarge(c.err) && len(c.r.Value) > 0 {
-		s.log.Warn("dead letter too large for the topic, writing it without its payload", "topic", c.m.Topic, "err", c.err)
-		c.r, c.err = withoutValue(c.r, c.m), nil
-		s.produce(c)
-		return
-	}
 	if c.slot {
 		<-s.window
 	}
-	err := s.classify(c.m, c.r, c.err)
+	err := s.classify(c.r, c.err)
 	if err == nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("record written", "topic", c.m.Topic, "kafka_topic", c.r.Topic, "partition", c.r.Partition, "offset", c.r.Offset)
 	}

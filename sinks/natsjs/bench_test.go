@@ -33,3 +33,21 @@ func TestNatsMsgAllocations(t *testing.T) {
 		t.Fatalf("natsMsg: %.0f allocations per message, want at most 6", got)
 	}
 }
+
+// TestNatsMsgDedupeID: natsMsg builds the subject and Nats-Msg-Id in one
+// string; they must be what NodeTopic.Subject and Message.DedupeID say.
+func TestNatsMsgDedupeID(t *testing.T) {
+	s := &Sink{cfg: Config{SubjectPrefix: "nr"}}
+	for _, topic := range []string{"org/tenantA/node/x/events", "org/b/node/v-1_2/reply"} {
+		m := bridge.NewMessage(topic, nil, time.Now(), "", nil, []bridge.Property{{Name: "msg_id", Value: "K"}})
+		msg := s.natsMsg(m)
+		want := bridge.NodeTopic{Org: m.Org, Node: m.Node, Kind: m.Kind}.Subject("nr")
+		if msg.Subject != want || msg.Header.Get(HeaderMsgID) != m.DedupeID() || len(msg.Header[HeaderMsgID]) != 1 {
+			t.Errorf("%s: subject %q Nats-Msg-Id %v, want %q and %q", topic, msg.Subject, msg.Header[HeaderMsgID], want, m.DedupeID())
+		}
+	}
+	m := bridge.NewMessage("org/a/node/n/events", nil, time.Now(), "", nil, nil)
+	if msg := s.natsMsg(m); msg.Subject != "nr.org.a.node.n.events" || msg.Header[HeaderMsgID] != nil {
+		t.Errorf("without msg_id: subject %q headers %v", msg.Subject, msg.Header)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,17 +13,24 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 )
 
 // Header names specific to this sink.
 const (
-	// HeaderMsgID is JetStream's deduplication header, set from the MQTT v5
-	// user property msg_id.
+	// HeaderMsgID is JetStream's deduplication header, set to
+	// Message.DedupeID: the MQTT v5 user property msg_id scoped to the
+	// node, <org>/<node>/<msg_id>.
 	HeaderMsgID = jetstream.MsgIDHeader
 	// HeaderOriginalSize is set on a dead letter whose payload was cut to fit
 	// the server's maximum message size; it holds the original length.
-	HeaderOriginalSize = "Nr-Original-Size"
+	HeaderOriginalSize = bridge.HeaderOriginalSize
 )
+
+// deadLetterMargin is what a dead letter keeps free below the server's
+// max_payload besides its subject: the "NATS/1.0" header line and the
+// framing FitDeadLetter does not count.
+const deadLetterMargin = 1024
 
 // Sink is the JetStream sink. It is safe for concurrent use.
 type Sink struct {
@@ -200,7 +206,7 @@ func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
 	if err != nil {
 		s.mu.RUnlock()
 		<-s.window
-		done(s.classify(m, err))
+		done(s.classify(msg, err))
 		return
 	}
 	s.pending <- pending{fut: fut, m: m, done: done}
@@ -218,21 +224,40 @@ func (s *Sink) ackLoop() {
 		case err = <-p.fut.Err():
 		}
 		<-s.window // before done, which may write again
-		p.done(s.classify(p.m, err))
+		p.done(s.classify(p.fut.Msg(), err))
 	}
 }
 
-// classify marks size errors permanent so the worker dead-letters the
-// message instead of retrying it forever.
-func (s *Sink) classify(m *bridge.Message, err error) error {
+// classify is the sink's one classification of JetStream write errors
+// (natsconn.Permanent): a message too large is wrapped with
+// bridge.ErrTooLarge, any other refusal for good (a JetStream API error
+// 400) with bridge.ErrRejected, both keeping the server's error, so the
+// worker dead-letters the message at once with it as Nr-Error. Everything
+// else (not connected, timeouts, no responders, 503) is returned as it is
+// and retried.
+func (s *Sink) classify(msg *nats.Msg, err error) error {
 	if err == nil {
 		return nil
 	}
-	var apiErr *jetstream.APIError
-	if errors.Is(err, nats.ErrMaxPayload) || (errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum) {
-		return fmt.Errorf("publish %s: %d bytes: %w", s.subject(m), len(m.Payload), bridge.ErrTooLarge)
+	switch {
+	case natsconn.TooLarge(err):
+		return fmt.Errorf("publish %s: %d bytes with headers (max_payload %d): %w: %w", msg.Subject, msgSize(msg), s.nc.MaxPayload(), bridge.ErrTooLarge, err)
+	case natsconn.Permanent(err):
+		return fmt.Errorf("publish %s: %w: %w", msg.Subject, bridge.ErrRejected, err)
 	}
-	return fmt.Errorf("publish %s: %w", s.subject(m), err)
+	return fmt.Errorf("publish %s: %w", msg.Subject, err)
+}
+
+// msgSize is about what msg counts against max_payload: its payload and
+// its encoded headers.
+func msgSize(msg *nats.Msg) int {
+	n := len(msg.Data)
+	for k, vs := range msg.Header {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4 // "k: v\r\n"
+		}
+	}
+	return n
 }
 
 func (s *Sink) subject(m *bridge.Message) string {
@@ -243,6 +268,9 @@ func (s *Sink) subject(m *bridge.Message) string {
 }
 
 func (s *Sink) natsMsg(m *bridge.Message) *nats.Msg {
+	if m.DeadLetter != "" {
+		return s.deadLetterMsg(m)
+	}
 	// One backing array for every header value instead of a slice per
 	// header; each value gets a capped one-element window of it, so a
 	// repeated name appends to a copy and never overwrites a neighbour.
@@ -263,23 +291,42 @@ func (s *Sink) natsMsg(m *bridge.Message) *nats.Msg {
 		h[k] = vals[n-1 : n : n]
 	}
 	m.Headers(add)
-	if m.MsgID != "" {
-		// What jetstream.WithMsgID sets (replacing a user property of that
-		// name), without a per-message option.
-		vals = append(vals, m.MsgID)
+	var subject string
+	if m.MsgID == "" {
+		subject = s.subject(m)
+	} else {
+		// What jetstream.WithMsgID sets, without a per-message option; no
+		// user property can set it (bridge.ReservedProperty). The value is
+		// m.DedupeID(), <org>/<node>/<msg_id> for a message that is not a
+		// dead letter, built in one string with the subject so that the
+		// scoping costs no allocation of its own (TestNatsMsgAllocations;
+		// TestNatsMsgDedupeID checks the two agree).
+		kind := string(m.Kind)
+		both := s.cfg.SubjectPrefix + ".org." + m.Org + ".node." + m.Node + "." + kind + m.Org + "/" + m.Node + "/" + m.MsgID
+		cut := len(s.cfg.SubjectPrefix) + len(".org.") + len(m.Org) + len(".node.") + len(m.Node) + 1 + len(kind)
+		subject = both[:cut]
+		vals = append(vals, both[cut:])
 		n := len(vals)
 		h[HeaderMsgID] = vals[n-1 : n : n]
 	}
-	data := m.Payload
-	if m.DeadLetter != "" {
-		// A dead letter keeps its payload, cut to fit when the message was
-		// rejected for its size, so the dead-letter write itself succeeds.
-		if max := s.nc.MaxPayload() - 8192; max > 0 && int64(len(data)) > max {
-			h[HeaderOriginalSize] = []string{strconv.Itoa(len(data))}
-			data = data[:max]
-		}
+	return &nats.Msg{Subject: subject, Header: h, Data: m.Payload}
+}
+
+// deadLetterMsg builds m's dead letter cut (bridge.FitDeadLetter) to the
+// server's max_payload less its subject and deadLetterMargin, its headers
+// to JetStream's 64 KB less the margin, so that the server never refuses
+// it for its size: a message refused for its headers
+// (hundreds of user properties) loses them, one refused for its payload
+// keeps a cut payload with Nr-Original-Size.
+func (s *Sink) deadLetterMsg(m *bridge.Message) *nats.Msg {
+	subject := s.subject(m)
+	limit := int(s.nc.MaxPayload()) - len(subject) - deadLetterMargin
+	hs, data := m.FittedDeadLetter(HeaderMsgID, limit, natsconn.MaxHeaderBytes-deadLetterMargin)
+	h := make(nats.Header, len(hs))
+	for _, x := range hs {
+		h[x.Name] = append(h[x.Name], x.Value)
 	}
-	return &nats.Msg{Subject: s.subject(m), Header: h, Data: data}
+	return &nats.Msg{Subject: subject, Header: h, Data: data}
 }
 
 // Close stops intake and waits (until ctx ends) for every pending publish to
