@@ -55,18 +55,20 @@ func FitDeadLetter(headers []Header, payload []byte, limit int) ([]Header, []byt
 	if size <= limit {
 		return headers, payload
 	}
-	origSize := len(payload)
+	origSize, dropped := len(payload), 0
 	for _, h := range headers {
-		if h.Name == HeaderOriginalSize {
-			if n, err := strconv.Atoi(h.Value); err == nil {
-				origSize = n // cut before; keep what was first received
-			}
+		n, err := strconv.Atoi(h.Value)
+		switch {
+		case err != nil:
+		case h.Name == HeaderOriginalSize:
+			origSize = n // cut before: keep what was first received
+		case h.Name == HeaderDroppedHeaders:
+			dropped = n // cut before: count what that cut dropped too
 		}
 	}
 	extra := fitReserve
 
 	out := make([]Header, 0, len(headers)+2)
-	dropped := 0
 	for _, h := range headers {
 		if h.Name == HeaderOriginalSize || h.Name == HeaderDroppedHeaders {
 			continue // rewritten below

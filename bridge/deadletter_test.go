@@ -154,3 +154,21 @@ func TestReservedPropertiesDropped(t *testing.T) {
 		t.Errorf("user properties %v", got)
 	}
 }
+
+// A dead letter cut twice (to the header limit, then to the whole limit)
+// says how many headers both cuts dropped.
+func TestFitDeadLetterCountsEarlierDrops(t *testing.T) {
+	hs := []Header{{HeaderError, "e"}}
+	for i := range 10 {
+		hs = append(hs, Header{"p" + strconv.Itoa(i), strings.Repeat("v", 1000)})
+	}
+	once, _ := FitDeadLetter(hs, nil, 6000)
+	twice, _ := FitDeadLetter(once, nil, 3000)
+	got := map[string]string{}
+	for _, h := range twice {
+		got[h.Name] = h.Value
+	}
+	if want := strconv.Itoa(10 - (len(twice) - 2)); got[HeaderDroppedHeaders] != want {
+		t.Fatalf("%s = %q after two cuts, want %s (%d headers left)", HeaderDroppedHeaders, got[HeaderDroppedHeaders], want, len(twice))
+	}
+}

@@ -3,7 +3,6 @@ package bridge
 import (
 	"encoding/base64"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -75,12 +74,6 @@ type Message struct {
 func (m *Message) FittedDeadLetter(dedupeName string, limit, headerLimit int) ([]Header, []byte) {
 	hs := make([]Header, 0, m.HeaderCount()+3)
 	m.Headers(func(k, v string) { hs = append(hs, Header{k, v}) })
-	others := 0
-	for _, h := range hs {
-		if !ownHeader(h.Name) {
-			others++
-		}
-	}
 	var dedupe Header
 	if id := m.DedupeID(); id != "" && !m.MinimalDeadLetter {
 		dedupe = Header{dedupeName, id}
@@ -98,36 +91,10 @@ func (m *Message) FittedDeadLetter(dedupeName string, limit, headerLimit int) ([
 	default:
 		hs, payload = FitDeadLetter(hs, payload, limit)
 	}
-	// Two cuts each count only what they dropped: say how many in all.
-	if left := others - countOthers(hs); left > 0 {
-		hs = setHeader(hs, HeaderDroppedHeaders, strconv.Itoa(left))
-	}
 	if dedupe.Name != "" {
 		hs = append(hs, dedupe)
 	}
 	return hs, payload
-}
-
-func countOthers(hs []Header) int {
-	n := 0
-	for _, h := range hs {
-		if !ownHeader(h.Name) {
-			n++
-		}
-	}
-	return n
-}
-
-// setHeader sets name to value in hs, replacing the header of that name or
-// appending it.
-func setHeader(hs []Header, name, value string) []Header {
-	for i := range hs {
-		if hs[i].Name == name {
-			hs[i].Value = value
-			return hs
-		}
-	}
-	return append(hs, Header{name, value})
 }
 
 // ReservedProperty reports whether a user property named name may not
@@ -144,6 +111,17 @@ func ReservedProperty(name string) bool {
 
 func hasPrefixFold(s, prefix string) bool {
 	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+// MsgIDOf returns the node's msg_id from a deduplication ID of the form
+// <org>/<node>/<msg_id> (what DedupeID gives for a message whose topic has
+// valid IDs), or id unchanged when it has another form: for consumers that
+// match what arrived against what a node sent.
+func MsgIDOf(id string) string {
+	if parts := strings.SplitN(id, "/", 3); len(parts) == 3 {
+		return parts[2]
+	}
+	return id
 }
 
 // DedupeID is the backbone deduplication ID of m (Nats-Msg-Id on NATS,

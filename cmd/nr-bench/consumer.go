@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // consumer reads NR_EVENTS with an ordered JetStream consumer and records,
@@ -63,7 +65,7 @@ func startConsumer(ctx context.Context, natsURL, stream string) (*consumer, erro
 		cc.Stop()
 		nc.Close()
 	})
-	cc, err = oc.Consume(func(m jetstream.Msg) { c.add(m.Headers().Get(jetstream.MsgIDHeader), m.Data()) },
+	cc, err = oc.Consume(func(m jetstream.Msg) { c.add(bridge.MsgIDOf(m.Headers().Get(jetstream.MsgIDHeader)), m.Data()) },
 		jetstream.PullMaxMessages(2000))
 	if err != nil {
 		nc.Close()

@@ -9,6 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // runKfaked is the -kfaked child mode: a one-broker kfake cluster on
@@ -51,7 +53,7 @@ func startKafkaConsumer(brokers, topic string) (*consumer, error) {
 				id := ""
 				for _, h := range r.Headers {
 					if h.Key == "Nr-Msg-Id" {
-						id = string(h.Value)
+						id = bridge.MsgIDOf(string(h.Value))
 						break
 					}
 				}

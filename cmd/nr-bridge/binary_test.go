@@ -16,6 +16,8 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 var (
@@ -152,7 +154,7 @@ func checkAllArrived(t *testing.T, natsURL string, total int) {
 	seen := map[string]int{}
 	msgs := testclient.ReadStream(t, js, "NR_EVENTS")
 	for _, m := range msgs {
-		seen[m.Header.Get("Nats-Msg-Id")]++
+		seen[bridge.MsgIDOf(m.Header.Get("Nats-Msg-Id"))]++
 	}
 	lost := 0
 	for i := 0; i < total; i++ {

@@ -28,6 +28,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // lockedBuffer collects a child's output; safe for concurrent use.
@@ -318,7 +320,7 @@ func TestDevModeEndToEnd(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, m := range got {
-		id := m.Headers().Get("Nats-Msg-Id")
+		id := bridge.MsgIDOf(m.Headers().Get("Nats-Msg-Id"))
 		e, ok := want[id]
 		if !ok || seen[id] {
 			t.Fatalf("unexpected or duplicate Nats-Msg-Id %q: subject %s headers %v payload %s", id, m.Subject(), m.Headers(), m.Data())

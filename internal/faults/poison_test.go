@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // poisonEvent is one kind of bad event an agent may send.
@@ -164,7 +166,7 @@ func TestPoisonInput(t *testing.T) {
 	dl := map[string]string{}
 	for _, m := range readStream(t, js, "NR_DLQ", "") {
 		if strings.HasPrefix(m.Subject, "nr.dlq.events") || strings.HasPrefix(m.Subject, "nr.dlq.reply") {
-			dl[m.Header.Get("Nats-Msg-Id")] = m.Header.Get("Nr-Error")
+			dl[bridge.MsgIDOf(m.Header.Get("Nats-Msg-Id"))] = m.Header.Get("Nr-Error")
 		}
 	}
 	byKind := map[string]int{}

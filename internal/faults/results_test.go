@@ -16,6 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // result is one scenario's line.
@@ -223,7 +225,7 @@ func collectNATS(t testing.TB, js jetstream.JetStream, stream, header string, se
 	for {
 		got := map[string]int{}
 		for _, m := range readStream(t, js, stream, "") {
-			got[m.Header.Get(header)]++
+			got[bridge.MsgIDOf(m.Header.Get(header))]++
 		}
 		if len(missing(sent, got, 1)) == 0 || time.Now().After(deadline) {
 			return got
@@ -316,7 +318,7 @@ func collectKafka(t testing.TB, brokers []string, topic, header string, sent map
 	for {
 		got := map[string]int{}
 		for _, r := range kafkaRecords(t, brokers, topic) {
-			got[recordHeader(r, header)]++
+			got[bridge.MsgIDOf(recordHeader(r, header))]++
 		}
 		if len(missing(sent, got, 1)) == 0 || time.Now().After(deadline) {
 			return got

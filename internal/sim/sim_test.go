@@ -22,6 +22,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 func TestSimFleetLayout(t *testing.T) {
@@ -318,7 +320,7 @@ func TestSimAgainstMosquittoAndBridge(t *testing.T) {
 	}
 	distinct := map[string]bool{}
 	for _, m := range events {
-		id := m.Headers().Get("Nats-Msg-Id")
+		id := bridge.MsgIDOf(m.Headers().Get("Nats-Msg-Id"))
 		if subj, ok := want[id]; !ok || m.Subject() != subj {
 			t.Fatalf("event %q on %s not expected (want subject %q)", id, m.Subject(), subj)
 		}
