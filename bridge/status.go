@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // The statuses of a command (CommandStatus.Status). A command is accepted
@@ -212,14 +213,15 @@ func (s *CommandStatus) AddReply(r Reply) bool {
 }
 
 // NewReply builds the Reply of a reply message from node: the payload as
-// JSON when it is valid JSON nested at most MaxReplyDepth levels, else
-// base64, and left out (Truncated) above MaxReplyPayload.
+// JSON when it is valid JSON in valid UTF-8 nested at most MaxReplyDepth
+// levels (what any JSON client reads back), else base64, and left out
+// (Truncated) above MaxReplyPayload.
 func NewReply(node string, payload []byte, contentType string, receivedAt time.Time) Reply {
 	r := Reply{Node: node, ReceivedAt: receivedAt.UTC(), ContentType: contentType, Size: len(payload)}
 	switch {
 	case len(payload) > MaxReplyPayload:
 		r.Truncated = true
-	case len(payload) > 0 && jsonDepth(payload) <= MaxReplyDepth && json.Valid(payload):
+	case len(payload) > 0 && jsonDepth(payload) <= MaxReplyDepth && utf8.Valid(payload) && json.Valid(payload):
 		// Compact, so the kept size is predictable whatever whitespace the
 		// node sent, and escaped as json.Marshal will (<, >, & in strings),
 		// so that the kept size is the size in the stored document; the

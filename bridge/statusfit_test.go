@@ -25,6 +25,7 @@ func TestNewReplyHostileJSON(t *testing.T) {
 		{"one level deeper", deep(bridge.MaxReplyDepth + 1), "", true},
 		{"10,000 levels", deep(10_000), "", true},
 		{"brackets in strings do not count", []byte(`{"s":"` + strings.Repeat("[", 500) + `\"{"}`), `{"s":"` + strings.Repeat("[", 500) + `\"{"}`, false},
+		{"invalid UTF-8 in a string", []byte("{\"s\":\"\xff\"}"), "", true},
 		{"HTML characters escaped as stored", []byte(`{"h":"<a&b>"}`), `{"h":"\u003ca\u0026b\u003e"}`, false},
 	}
 	for _, tt := range tests {

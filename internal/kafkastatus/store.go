@@ -93,9 +93,25 @@ type Store struct {
 
 	stripes [lockStripes]sync.Mutex // serialise Puts of one key
 
+	ctx     context.Context // the store's life: cancelled by Close
 	cancel  context.CancelFunc
 	done    chan struct{}  // closed when the reading goroutine ended
 	watches sync.WaitGroup // one goroutine per running Watch
+
+	// Listings of the topic's end offsets (catchUp) are shared: callers
+	// waiting for one that has not started join it, so a flood of replies
+	// to unknown commands costs one listing per round trip, not one each.
+	lmu      sync.Mutex
+	next     *listing // waiting to start, nil when none
+	listing  bool     // the listing goroutine runs
+	listings sync.WaitGroup
+}
+
+// listing is one ListEndOffsets shared by its callers.
+type listing struct {
+	done   chan struct{}
+	target map[int32]int64
+	err    error
 }
 
 // New connects, creates the topic when conn.CreateTopics (compacted, with
@@ -144,6 +160,7 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, retention time.
 		view:      newView(cfg.MaxCommands, cfg.MaxBytes, retention),
 		applied:   map[int32]int64{},
 		progress:  make(chan struct{}),
+		ctx:       rctx,
 		cancel:    cancel,
 		done:      make(chan struct{}),
 	}
@@ -349,20 +366,61 @@ func (s *Store) write(ctx context.Context, recs []*kgo.Record) error {
 // catchUp waits until the view read everything the topic held when it
 // was called: what other replicas wrote until then.
 func (s *Store) catchUp(ctx context.Context) error {
-	ends, err := s.adm.ListEndOffsets(ctx, s.cfg.Topic)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		return fmt.Errorf("list end offsets of %s: %w", s.cfg.Topic, err)
-	}
-	target := map[int32]int64{}
-	ends.Each(func(o kadm.ListedOffset) {
-		if o.Offset > 0 {
-			target[o.Partition] = o.Offset
+	s.lmu.Lock()
+	l := s.next
+	if l == nil {
+		l = &listing{done: make(chan struct{})}
+		s.next = l
+		if !s.listing {
+			s.listing = true
+			s.listings.Add(1)
+			go s.list()
 		}
-	})
-	return s.waitApplied(ctx, target)
+	}
+	s.lmu.Unlock()
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if l.err != nil {
+		return l.err
+	}
+	return s.waitApplied(ctx, l.target)
+}
+
+// list runs the listings callers wait for, one after the other, until
+// none waits; Close ends it (the client closes).
+func (s *Store) list() {
+	defer s.listings.Done()
+	for {
+		s.lmu.Lock()
+		l := s.next
+		s.next = nil
+		if l == nil {
+			s.listing = false
+			s.lmu.Unlock()
+			return
+		}
+		s.lmu.Unlock()
+		ctx, cancel := context.WithTimeout(s.ctx, defaultTimeout)
+		ends, err := s.adm.ListEndOffsets(ctx, s.cfg.Topic)
+		cancel()
+		if err == nil {
+			err = ends.Error()
+		}
+		if err != nil {
+			l.err = fmt.Errorf("list end offsets of %s: %w", s.cfg.Topic, err)
+		} else {
+			l.target = map[int32]int64{}
+			ends.Each(func(o kadm.ListedOffset) {
+				if o.Offset > 0 {
+					l.target[o.Partition] = o.Offset
+				}
+			})
+		}
+		close(l.done)
+	}
 }
 
 // RecordReply implements bridge.ReplyRecorder: for a command this replica
@@ -473,6 +531,7 @@ func (s *Store) Close(_ context.Context) error {
 	s.cancel()
 	s.cl.Close()
 	<-s.done
+	s.listings.Wait()
 	s.watches.Wait()
 	return nil
 }

@@ -213,12 +213,12 @@ func (e *entry) acceptedAt(r *record, ts time.Time) time.Time {
 func (n *note) takes(r *record) bool {
 	switch r.Kind {
 	case kindCommand:
+		// Records of one key arrive in the order written: a command
+		// record of another command is a later one.
 		c := r.Command
-		if n.known && (c.Node != n.node || !c.IssuedAt.Equal(n.issuedAt)) {
-			return !c.IssuedAt.After(n.issuedAt) // an older command's record: ignore
-		}
-		if !n.known && !n.issuedAt.IsZero() && !c.IssuedAt.Equal(n.issuedAt) {
-			return !c.IssuedAt.After(n.issuedAt)
+		if n.known && (c.Node != n.node || !c.IssuedAt.Equal(n.issuedAt)) ||
+			!n.known && !n.issuedAt.IsZero() && !c.IssuedAt.Equal(n.issuedAt) {
+			return false
 		}
 		n.known, n.node, n.broadcast, n.issuedAt = true, c.Node, c.Broadcast, c.IssuedAt
 		n.final = n.final || !c.ExpiredAt.IsZero() || !c.FailedAt.IsZero()
