@@ -108,9 +108,9 @@ type Reply struct {
 	PayloadBase64 string          `json:"payload_base64,omitempty"`
 	Truncated     bool            `json:"truncated,omitempty"`
 	// DeadLettered says the backbone refused the reply for good (too
-	// large for the replies stream or topic): it is in the dead-letter
-	// subject or topic, not in NR_REPLIES / nr.replies, but the node did
-	// answer.
+	// large for the replies stream or topic, or rejected): it went to the
+	// dead-letter subject or topic, not to NR_REPLIES / nr.replies, but
+	// the node did answer.
 	DeadLettered bool `json:"dead_lettered,omitempty"`
 }
 
