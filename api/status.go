@@ -117,7 +117,7 @@ func (c *commandRoutes) registerStatus(mux *http.ServeMux) {
 
 // statusHandler serves a command's status document: 200, 404 when the
 // store does not know the command (never sent, or expired from the
-// store), 400 for a bad org ID, 403 outside ORG_ID, 503 while the store
+// store) or no longer holds it (the Kafka view's per-org bound), 400 for a bad org ID, 403 outside ORG_ID, 503 while the store
 // cannot answer.
 func (c *commandRoutes) statusHandler(org func(*http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -132,9 +132,12 @@ func (c *commandRoutes) statusHandler(org func(*http.Request) string) http.Handl
 		}
 		s, err := c.statuses.Get(r.Context(), o, id)
 		if err != nil {
-			if errors.Is(err, bridge.ErrStatusNotFound) {
+			switch {
+			case errors.Is(err, bridge.ErrStatusEvicted):
+				err = fmt.Errorf("command %q of org %q: %w (each replica keeps the newest KAFKA_STATUS_MAX_COMMANDS commands of an org; replies to it are still recorded)", strings.ToValidUTF8(id, "\uFFFD"), o, err)
+			case errors.Is(err, bridge.ErrStatusNotFound):
 				err = fmt.Errorf("command %q of org %q: %w (never sent through the bridge, or older than the command TTL plus COMMAND_STATUS_GRACE)", strings.ToValidUTF8(id, "\uFFFD"), o, err)
-			} else {
+			default:
 				c.log.Warn("command status not available", "org", o, "correlation_id", id, "err", err)
 			}
 			writeCommandError(w, err)

@@ -1,13 +1,18 @@
 package bridge
 
-import "context"
+import (
+	"context"
+	"errors"
+)
 
-// WrapSink returns a Sink that writes through inner unchanged and, after
-// a reply's write succeeded, hands the reply to the tracker to match it
-// with its command. Matching runs on the tracker's workers: the done
-// callback, and with it the worker's MQTT ack, never waits for the status
-// store, and a reply is written (and acked) whether or not its status can
-// be updated.
+// WrapSink returns a Sink that writes through inner unchanged and hands
+// each reply to the tracker to match it with its command once the
+// backbone stored it, or refused it for good (too large for the replies
+// stream or topic: the worker then dead-letters it, and the status
+// records the reply with DeadLettered set, since the node did answer).
+// Matching runs on the tracker's workers: the done callback, and with it
+// the worker's MQTT ack, never waits for the status store, and a reply is
+// written (and acked) whether or not its status can be updated.
 func (t *Tracker) WrapSink(inner Sink) Sink { return &replySink{inner: inner, t: t} }
 
 type replySink struct {
@@ -21,9 +26,15 @@ func (s *replySink) Write(ctx context.Context, m *Message, done func(error)) {
 		s.inner.Write(ctx, m, done)
 		return
 	}
+	// As received: the dead letter written after a refusal may be cut.
+	j := replyJob{m: m, payload: m.Payload, contentType: m.ContentType}
 	s.inner.Write(ctx, m, func(err error) {
-		if err == nil && m.DeadLetter == "" {
-			s.t.enqueueReply(m)
+		switch {
+		case err == nil && m.DeadLetter == "":
+			s.t.enqueueReply(j)
+		case errors.Is(err, ErrPermanent):
+			j.deadLettered = true
+			s.t.enqueueReply(j)
 		}
 		done(err)
 	})

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // The statuses of a command (CommandStatus.Status). A command is accepted
@@ -40,6 +41,13 @@ const (
 	// nodes that answer a broadcast. Later ones are counted in
 	// RepliesDropped.
 	MaxReplies = 100
+	// MaxReplyDepth is the deepest nesting of arrays and objects a JSON
+	// reply payload may have to be kept as JSON; a deeper one is kept as
+	// base64. A status document wraps the payload in three more levels,
+	// and encoding/json refuses documents over 10,000 levels: without the
+	// bound, one hostile reply would make the status unreadable. 100 is
+	// also within what common JSON parsers accept (serde_json: 128).
+	MaxReplyDepth = 100
 )
 
 // CommandStatus is the status document of one command, keyed by org and
@@ -86,10 +94,11 @@ type CommandStatus struct {
 }
 
 // Reply is one node's reply as a status keeps it. The payload is kept as
-// JSON in Payload when it is valid JSON (re-encoded compactly), else
-// base64 in PayloadBase64; a payload over MaxReplyPayload, or past the
-// document's MaxReplyBytes, is left out and Truncated set. Size is always
-// the original length.
+// JSON in Payload when it is valid JSON nested at most MaxReplyDepth
+// levels (re-encoded compactly), else base64 in PayloadBase64; a payload
+// over MaxReplyPayload, past the document's MaxReplyBytes, or too large
+// for the store's record (see FitStatus), is left out and Truncated set.
+// Size is always the original length.
 type Reply struct {
 	Node          string          `json:"node"`
 	ReceivedAt    time.Time       `json:"received_at"`
@@ -98,6 +107,11 @@ type Reply struct {
 	Payload       json.RawMessage `json:"payload,omitempty"`
 	PayloadBase64 string          `json:"payload_base64,omitempty"`
 	Truncated     bool            `json:"truncated,omitempty"`
+	// DeadLettered says the backbone refused the reply for good (too
+	// large for the replies stream or topic, or rejected): it went to the
+	// dead-letter subject or topic, not to NR_REPLIES / nr.replies, but
+	// the node did answer.
+	DeadLettered bool `json:"dead_lettered,omitempty"`
 }
 
 // NewCommandStatus returns the accepted status of command c to target t.
@@ -199,24 +213,57 @@ func (s *CommandStatus) AddReply(r Reply) bool {
 }
 
 // NewReply builds the Reply of a reply message from node: the payload as
-// JSON when it is valid JSON, else base64, and left out (Truncated) above
-// MaxReplyPayload.
+// JSON when it is valid JSON in valid UTF-8 nested at most MaxReplyDepth
+// levels (what any JSON client reads back), else base64, and left out
+// (Truncated) above MaxReplyPayload.
 func NewReply(node string, payload []byte, contentType string, receivedAt time.Time) Reply {
 	r := Reply{Node: node, ReceivedAt: receivedAt.UTC(), ContentType: contentType, Size: len(payload)}
 	switch {
 	case len(payload) > MaxReplyPayload:
 		r.Truncated = true
-	case len(payload) > 0 && json.Valid(payload):
+	case len(payload) > 0 && jsonDepth(payload) <= MaxReplyDepth && utf8.Valid(payload) && json.Valid(payload):
 		// Compact, so the kept size is predictable whatever whitespace the
-		// node sent; the copy also frees the document from paho's buffer.
-		var b bytes.Buffer
-		b.Grow(len(payload))
-		_ = json.Compact(&b, payload) // valid, checked above
+		// node sent, and escaped as json.Marshal will (<, >, & in strings),
+		// so that the kept size is the size in the stored document; the
+		// copy also frees the document from paho's buffer.
+		var c, b bytes.Buffer
+		c.Grow(len(payload))
+		_ = json.Compact(&c, payload) // valid, checked above
+		b.Grow(c.Len())
+		json.HTMLEscape(&b, c.Bytes())
 		r.Payload = json.RawMessage(b.Bytes())
 	case len(payload) > 0:
 		r.PayloadBase64 = base64.StdEncoding.EncodeToString(payload)
 	}
 	return r
+}
+
+// jsonDepth is the deepest nesting of arrays and objects in b, read as
+// JSON: brackets inside strings do not count. It does not validate b.
+func jsonDepth(b []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+		case c == '"':
+			inString = true
+		case c == '[' || c == '{':
+			depth++
+			deepest = max(deepest, depth)
+		case c == ']' || c == '}':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // maxKeyToken bounds the ID part of a status key: a NATS subject must fit

@@ -3,12 +3,20 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 )
 
 // ErrStatusNotFound means no status is stored for the org and correlation
 // ID: the command is unknown, or its status expired from the store. Over
 // HTTP it is a 404.
 var ErrStatusNotFound = errors.New("command status not found")
+
+// ErrStatusEvicted means the store knows the command but no longer holds
+// its status: the Kafka status view keeps only the newest
+// KAFKA_STATUS_MAX_COMMANDS commands of each org. It wraps
+// ErrStatusNotFound (over HTTP a 404, with this message rather than
+// "never sent").
+var ErrStatusEvicted = fmt.Errorf("command status no longer held by this replica: %w", ErrStatusNotFound)
 
 // ErrStatusConflict means a StatusStore.Put lost a race: the status changed
 // since the revision the caller read. The caller reads it again and
@@ -28,7 +36,10 @@ var ErrStatusUnavailable = errors.New("command status store not available")
 // in ctx gets the implementation's default one.
 type StatusStore interface {
 	// Get returns a copy of the status of org's command correlationID and
-	// its revision, for Put; ErrStatusNotFound when there is none.
+	// its revision, for Put; ErrStatusNotFound when there is none
+	// (ErrStatusEvicted when the store knows it but does not hold it). A
+	// stored value that cannot be decoded is ErrStatusNotFound with its
+	// revision, so that the next Put replaces it.
 	Get(ctx context.Context, org, correlationID string) (*CommandStatus, uint64, error)
 	// Put stores s (under s.Org and s.CorrelationID) if the stored
 	// revision is still rev, 0 meaning "no status yet", and returns the
@@ -41,6 +52,22 @@ type StatusStore interface {
 	// when the store stops watching (closed, or the status was evicted);
 	// the store's goroutine for it ends with it. It does not poll.
 	Watch(ctx context.Context, org, correlationID string) (<-chan *CommandStatus, error)
+}
+
+// ReplyRecorder is a StatusStore that may know a command without holding
+// its status (Get answers ErrStatusEvicted), as the bounded Kafka view
+// does. Tracker calls it for a reply whose command Get did not return, so
+// that the reply is still recorded where every replica sees it.
+type ReplyRecorder interface {
+	// RecordReply records r as a reply to org's command correlationID
+	// when the store knows that command, from r.Node's point of view (its
+	// target node, or any node for a broadcast), without holding it. It
+	// first catches up with what other replicas wrote, and returns
+	// ErrStatusConflict when the store then holds the command (the caller
+	// reads it again). recorded is false when the store knows no such
+	// command; first is true when the reply is the command's first final
+	// step this store knows of.
+	RecordReply(ctx context.Context, org, correlationID string, r Reply) (recorded, first bool, err error)
 }
 
 // OfferStatus puts s into ch, a channel with a buffer of one that only its

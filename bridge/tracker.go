@@ -101,7 +101,7 @@ type Tracker struct {
 	cancel  context.CancelFunc
 	mu      sync.RWMutex
 	closed  bool
-	jobs    chan *Message // replies whose write succeeded, to match
+	jobs    chan replyJob // replies written or dead-lettered, to match
 	workers sync.WaitGroup
 	exp     *expiries
 
@@ -138,7 +138,7 @@ func NewTracker(cfg TrackerConfig, log *slog.Logger, m StatusMetrics) *Tracker {
 		now:     time.Now,
 		ctx:     ctx,
 		cancel:  cancel,
-		jobs:    make(chan *Message, replyQueueLen),
+		jobs:    make(chan replyJob, replyQueueLen),
 	}
 	t.exp = newExpiries(maxPendingExpiries, t.expire)
 	for range replyWorkers {
@@ -255,7 +255,7 @@ func (t *Tracker) update(ctx context.Context, org, correlationID string, guess *
 			cur, rev, err = st.Get(ctx, org, correlationID)
 			switch {
 			case errors.Is(err, ErrStatusNotFound):
-				cur, rev = nil, 0
+				cur = nil // rev: 0, or that of an undecodable value to replace
 			case err != nil:
 				return nil, 0, err
 			}
@@ -405,19 +405,30 @@ func (t *Tracker) expire(e expiry) {
 	}
 }
 
-// enqueueReply hands a written reply to the reply workers without ever
-// blocking; a full queue drops the status update, not the reply.
-func (t *Tracker) enqueueReply(m *Message) {
+// replyJob is a reply to match with its command: the message, and its
+// payload and content type as received (a dead letter may be cut).
+type replyJob struct {
+	m            *Message
+	payload      []byte
+	contentType  string
+	deadLettered bool
+}
+
+// enqueueReply hands a reply the backbone stored, or refused for good
+// (deadLettered), to the reply workers without ever blocking; a full
+// queue drops the status update, not the reply.
+func (t *Tracker) enqueueReply(j replyJob) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if t.closed || t.storeOf() == nil {
 		return
 	}
 	select {
-	case t.jobs <- m:
+	case t.jobs <- j:
 	default:
 		now := time.Now().UnixNano()
 		if last := t.lastDropWarn.Load(); now-last > int64(5*time.Second) && t.lastDropWarn.CompareAndSwap(last, now) {
+			m := j.m
 			t.log.Warn("reply status update dropped: status store too slow", "org", m.Org, "node", m.Node, "correlation_id", string(m.CorrelationData))
 		}
 	}
@@ -425,46 +436,67 @@ func (t *Tracker) enqueueReply(m *Message) {
 
 func (t *Tracker) replyWorker() {
 	defer t.workers.Done()
-	for m := range t.jobs {
-		t.recordReply(m)
+	for j := range t.jobs {
+		t.recordReply(j)
 	}
 }
 
 // recordReply adds a reply to its command's status: only a command this
 // correlation ID names in this org, from its target node (any node for a
-// broadcast), first reply per node.
-func (t *Tracker) recordReply(m *Message) {
+// broadcast), first reply per node. When the store knows the command
+// without holding it (a ReplyRecorder: the bounded Kafka view), the
+// store records the reply itself, so no reply is lost to the view's
+// bounds.
+func (t *Tracker) recordReply(j replyJob) {
+	m := j.m
 	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
 	defer cancel()
 	correlationID := string(m.CorrelationData)
-	r := NewReply(m.Node, m.Payload, m.ContentType, m.ReceivedAt)
-	var first bool
+	r := NewReply(m.Node, j.payload, j.contentType, m.ReceivedAt)
+	r.DeadLettered = j.deadLettered
+	var first, held, matched bool
 	var latency time.Duration
-	s, _, err := t.update(ctx, m.Org, correlationID, nil, func(cur *CommandStatus) *CommandStatus {
-		first = false
-		if cur == nil || !cur.Broadcast && cur.Node != m.Node {
-			return nil
-		}
-		final := len(cur.Replies) > 0 || !cur.FailedAt.IsZero() || !cur.ExpiredAt.IsZero()
-		if !cur.AddReply(r) {
-			return nil
-		}
-		if !final && len(cur.Replies) > 0 {
-			first = true
-			if !cur.PublishedAt.IsZero() {
-				latency = r.ReceivedAt.Sub(cur.PublishedAt)
+	var err error
+	for attempt := 1; ; attempt++ {
+		var s *CommandStatus
+		s, _, err = t.update(ctx, m.Org, correlationID, nil, func(cur *CommandStatus) *CommandStatus {
+			first, held = false, cur != nil
+			if cur == nil || !cur.Broadcast && cur.Node != m.Node {
+				return nil
 			}
+			final := len(cur.Replies) > 0 || !cur.FailedAt.IsZero() || !cur.ExpiredAt.IsZero()
+			if !cur.AddReply(r) {
+				return nil
+			}
+			if !final && len(cur.Replies) > 0 {
+				first = true
+				if !cur.PublishedAt.IsZero() {
+					latency = r.ReceivedAt.Sub(cur.PublishedAt)
+				}
+			}
+			return cur
+		})
+		matched = s != nil
+		rr, ok := t.storeOf().(ReplyRecorder)
+		if err != nil || held || !ok {
+			break
 		}
-		return cur
-	})
+		matched, first, err = rr.RecordReply(ctx, m.Org, correlationID, r)
+		if errors.Is(err, ErrStatusConflict) && attempt < 3 {
+			continue // the store caught up and now holds the command
+		}
+		first = first && matched
+		latency = 0
+		break
+	}
 	if err != nil {
 		if t.ctx.Err() == nil {
 			t.log.Warn("command status not recorded", "step", StatusReplied, "org", m.Org, "node", m.Node, "correlation_id", correlationID, "err", err)
 		}
 		return
 	}
-	if s == nil {
-		t.log.Debug("reply matches no tracked command", "org", m.Org, "node", m.Node, "correlation_id", correlationID)
+	if !matched {
+		t.log.Debug("reply matches no tracked command", "org", m.Org, "node", m.Node, "correlation_id", correlationID, "held", held)
 		return
 	}
 	if first {

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 )
@@ -29,8 +32,12 @@ type record struct {
 	Command *bridge.CommandStatus `json:"command,omitempty"`
 	// IssuedAt is the issued_at of the command a reply answers, telling it
 	// from a later command with the same correlation ID (kind reply).
-	IssuedAt time.Time     `json:"issued_at,omitzero"`
-	Reply    *bridge.Reply `json:"reply,omitempty"`
+	IssuedAt time.Time `json:"issued_at,omitzero"`
+	// AcceptedAt is the accepted_at of that command: its place in the
+	// view's eviction order while its command record is not read yet
+	// (kind reply).
+	AcceptedAt time.Time     `json:"accepted_at,omitzero"`
+	Reply      *bridge.Reply `json:"reply,omitempty"`
 }
 
 func commandKey(org, correlationID string) string { return bridge.StatusKey(org, correlationID) }
@@ -90,10 +97,54 @@ func mergeCommand(held, in *bridge.CommandStatus) *bridge.CommandStatus {
 	return out
 }
 
-func decodeRecord(b []byte) (*record, error) {
+// encode is the record of r under key k, cut to fit the topic: a reply
+// too large loses its payload (truncated), then its content type is cut;
+// a command record's error is cut.
+func (s *Store) encode(k string, r record) (*kgo.Record, error) {
+	b, err := json.Marshal(r)
+	for step := 0; err == nil && len(b) > s.maxRecord; step++ {
+		switch {
+		case step == 0 && r.Reply != nil:
+			c := *r.Reply
+			c.DropPayload()
+			r.Reply = &c
+		case step == 1 && r.Reply != nil:
+			c := *r.Reply
+			c.CutContentType(256)
+			r.Reply = &c
+		case step == 2 && r.Command != nil:
+			c := r.Command.Clone()
+			c.Error = strings.ToValidUTF8(c.Error[:min(len(c.Error), 1024)], "")
+			r.Command = c
+		case step > 2:
+			return nil, fmt.Errorf("status record of %d bytes, limit %d: %w", len(b), s.maxRecord, bridge.ErrStatusTooLarge)
+		default:
+			continue
+		}
+		b, err = json.Marshal(r)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &kgo.Record{Key: []byte(k), Value: b}, nil
+}
+
+// decodeRecord reads a record of the topic; one nested too deeply for
+// encoding/json (an older version's record of a hostile reply) is
+// repaired: that payload is left out (truncated).
+func (s *Store) decodeRecord(b []byte) (*record, error) {
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
+	cut, err := bridge.UnmarshalLenient(b, &r)
+	if err != nil {
 		return nil, fmt.Errorf("decode status record: %w", err)
+	}
+	if cut {
+		if r.Reply != nil {
+			r.Reply.Repair()
+		}
+		if r.Command != nil {
+			r.Command.Repair()
+		}
 	}
 	switch {
 	case r.Kind == kindCommand && r.Command != nil:

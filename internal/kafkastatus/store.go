@@ -4,12 +4,13 @@
 // in-memory view, answers reads and watches from the view, and writes
 // through the topic: a write returns once the replica has read its own
 // record back, so a replica reads what it wrote, and every replica sees
-// the same statuses in the same order per key.
+// the same statuses in the same order per key. The view keeps the newest
+// commands of each org (see view); a reply to a command it evicted is
+// still written to the topic (RecordReply), so no replica misses it.
 package kafkastatus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -30,8 +31,8 @@ import (
 // the envDefault tags.
 type Config struct {
 	Topic       string `env:"KAFKA_STATUS_TOPIC" envDefault:"nr.command-status" desc:"compacted topic of command statuses, read by every replica"`
-	MaxCommands int    `env:"KAFKA_STATUS_MAX_COMMANDS" envDefault:"10000" desc:"command statuses each replica holds in memory; the least recently used beyond it are forgotten (404)"`
-	MaxBytes    int64  `env:"KAFKA_STATUS_MAX_BYTES" envDefault:"67108864" desc:"bytes of status records each replica holds in memory (about); the least recently used beyond it are forgotten"`
+	MaxCommands int    `env:"KAFKA_STATUS_MAX_COMMANDS" envDefault:"10000" desc:"command statuses each replica holds in memory per org: the newest by acceptance; older ones answer 404 no longer held by this replica"`
+	MaxBytes    int64  `env:"KAFKA_STATUS_MAX_BYTES" envDefault:"67108864" desc:"bytes of status records each replica holds in memory (about), for all orgs; over it the org holding the most loses its oldest first"`
 }
 
 // Validate checks the values against conn's other topics; errors name the
@@ -54,6 +55,10 @@ func (c *Config) Validate(conn kafkaconn.Config) error {
 	return nil
 }
 
+// recordRoom is what a record value leaves free below the topic's limit
+// for its key (at most about 1.2 KiB) and the record batch framing.
+const recordRoom = 2048
+
 // Bounds of the store's own waits.
 const (
 	defaultTimeout = 10 * time.Second
@@ -73,8 +78,13 @@ const (
 type Store struct {
 	cfg Config
 	cl  *kgo.Client
+	adm *kadm.Client
 	log *slog.Logger
 	now func() time.Time
+	// maxRecord is the largest record value written: the topic's limit
+	// (KAFKA_MAX_MESSAGE_BYTES or its max.message.bytes) minus room for
+	// the key and the batch framing.
+	maxRecord int
 
 	mu       sync.Mutex
 	view     *view
@@ -83,9 +93,25 @@ type Store struct {
 
 	stripes [lockStripes]sync.Mutex // serialise Puts of one key
 
+	ctx     context.Context // the store's life: cancelled by Close
 	cancel  context.CancelFunc
 	done    chan struct{}  // closed when the reading goroutine ended
 	watches sync.WaitGroup // one goroutine per running Watch
+
+	// Listings of the topic's end offsets (catchUp) are shared: callers
+	// waiting for one that has not started join it, so a flood of replies
+	// to unknown commands costs one listing per round trip, not one each.
+	lmu      sync.Mutex
+	next     *listing // waiting to start, nil when none
+	listing  bool     // the listing goroutine runs
+	listings sync.WaitGroup
+}
+
+// listing is one ListEndOffsets shared by its callers.
+type listing struct {
+	done   chan struct{}
+	target map[int32]int64
+	err    error
 }
 
 // New connects, creates the topic when conn.CreateTopics (compacted, with
@@ -113,22 +139,30 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, retention time.
 		cl.Close()
 		return nil, err
 	}
-	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, cfg.Topic)
+	adm := kadm.NewClient(cl)
+	limits := kafkaconn.NewLimits(conn)
+	if err := limits.Load(ctx, adm, cfg.Topic); err != nil {
+		log.Warn("status topic size limit unknown, using KAFKA_MAX_MESSAGE_BYTES", "topic", cfg.Topic, "err", err)
+	}
+	ends, err := adm.ListEndOffsets(ctx, cfg.Topic)
 	if err != nil {
 		cl.Close()
 		return nil, fmt.Errorf("list end offsets of %s: %w", cfg.Topic, err)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
-		cfg:      cfg,
-		cl:       cl,
-		log:      log,
-		now:      time.Now,
-		view:     newView(cfg.MaxCommands, cfg.MaxBytes, retention),
-		applied:  map[int32]int64{},
-		progress: make(chan struct{}),
-		cancel:   cancel,
-		done:     make(chan struct{}),
+		cfg:       cfg,
+		cl:        cl,
+		adm:       adm,
+		maxRecord: int(limits.MaxBytes(cfg.Topic)) - recordRoom,
+		log:       log,
+		now:       time.Now,
+		view:      newView(cfg.MaxCommands, cfg.MaxBytes, retention),
+		applied:   map[int32]int64{},
+		progress:  make(chan struct{}),
+		ctx:       rctx,
+		cancel:    cancel,
+		done:      make(chan struct{}),
 	}
 	go s.read(rctx)
 
@@ -208,7 +242,7 @@ func (s *Store) read(ctx context.Context) {
 			if r.Value == nil {
 				return // a tombstone: nothing to add
 			}
-			rec, err := decodeRecord(r.Value)
+			rec, err := s.decodeRecord(r.Value)
 			if err != nil {
 				s.log.Warn("undecodable status record skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
 				return
@@ -247,12 +281,17 @@ func (s *Store) waitApplied(ctx context.Context, target map[int32]int64) error {
 	}
 }
 
-// Get implements bridge.StatusStore from the view.
+// Get implements bridge.StatusStore from the view: bridge.ErrStatusEvicted
+// for a command the view no longer holds.
 func (s *Store) Get(_ context.Context, org, correlationID string) (*bridge.CommandStatus, uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	e := s.view.get(commandKey(org, correlationID), false, s.now())
+	key := commandKey(org, correlationID)
+	e := s.view.held(key, s.now())
 	if e == nil || e.cmd == nil {
+		if s.view.evicted(org, key) != nil {
+			return nil, 0, bridge.ErrStatusEvicted
+		}
 		return nil, 0, bridge.ErrStatusNotFound
 	}
 	return e.doc(), e.rev, nil
@@ -268,15 +307,13 @@ func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (
 		defer cancel()
 	}
 	key := commandKey(st.Org, st.CorrelationID)
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	stripe := &s.stripes[h.Sum32()%lockStripes]
+	stripe := s.stripe(key)
 	stripe.Lock()
 	defer stripe.Unlock()
 
 	s.mu.Lock()
 	var held *bridge.CommandStatus
-	e := s.view.get(key, false, s.now())
+	e := s.view.held(key, s.now())
 	switch {
 	case e != nil && e.cmd != nil && e.rev != rev, (e == nil || e.cmd == nil) && rev != 0:
 		s.mu.Unlock()
@@ -293,33 +330,154 @@ func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (
 	if len(recs) == 0 {
 		return rev, nil
 	}
-	if err := s.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := s.write(ctx, recs); err != nil {
 		return 0, fmt.Errorf("put status %s: %w", key, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if e := s.view.held(key, s.now()); e != nil {
+		return e.rev, nil
+	}
+	return 0, nil // evicted at once: older than the org's newest commands
+}
+
+// stripe is the lock that serialises the writes of key.
+func (s *Store) stripe(key string) *sync.Mutex {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return &s.stripes[h.Sum32()%lockStripes]
+}
+
+// write produces recs and waits until the view read them back.
+func (s *Store) write(ctx context.Context, recs []*kgo.Record) error {
+	if err := s.cl.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+		return err
 	}
 	target := map[int32]int64{}
 	for _, r := range recs {
 		target[r.Partition] = max(target[r.Partition], r.Offset+1)
 	}
 	if err := s.waitApplied(ctx, target); err != nil {
-		return 0, fmt.Errorf("put status %s: written, not read back yet: %w", key, err)
+		return fmt.Errorf("written, not read back yet: %w", err)
 	}
+	return nil
+}
+
+// catchUp waits until the view read everything the topic held when it
+// was called: what other replicas wrote until then.
+func (s *Store) catchUp(ctx context.Context) error {
+	s.lmu.Lock()
+	l := s.next
+	if l == nil {
+		l = &listing{done: make(chan struct{})}
+		s.next = l
+		if !s.listing {
+			s.listing = true
+			s.listings.Add(1)
+			go s.list()
+		}
+	}
+	s.lmu.Unlock()
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if l.err != nil {
+		return l.err
+	}
+	return s.waitApplied(ctx, l.target)
+}
+
+// list runs the listings callers wait for, one after the other, until
+// none waits; Close ends it (the client closes).
+func (s *Store) list() {
+	defer s.listings.Done()
+	for {
+		s.lmu.Lock()
+		l := s.next
+		s.next = nil
+		if l == nil {
+			s.listing = false
+			s.lmu.Unlock()
+			return
+		}
+		s.lmu.Unlock()
+		ctx, cancel := context.WithTimeout(s.ctx, defaultTimeout)
+		ends, err := s.adm.ListEndOffsets(ctx, s.cfg.Topic)
+		cancel()
+		if err == nil {
+			err = ends.Error()
+		}
+		if err != nil {
+			l.err = fmt.Errorf("list end offsets of %s: %w", s.cfg.Topic, err)
+		} else {
+			l.target = map[int32]int64{}
+			ends.Each(func(o kadm.ListedOffset) {
+				if o.Offset > 0 {
+					l.target[o.Partition] = o.Offset
+				}
+			})
+		}
+		close(l.done)
+	}
+}
+
+// RecordReply implements bridge.ReplyRecorder: for a command this replica
+// evicted (or that another replica wrote and this one had not read yet),
+// it writes r's reply record to the topic, so that every replica holding
+// the command, and every replica rebuilt later, sees it replied.
+func (s *Store) RecordReply(ctx context.Context, org, correlationID string, r bridge.Reply) (recorded, first bool, err error) {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
+		defer cancel()
+	}
+	key := commandKey(org, correlationID)
+	if err := s.catchUp(ctx); err != nil {
+		return false, false, fmt.Errorf("record reply %s: %w", key, err)
+	}
+	stripe := s.stripe(key)
+	stripe.Lock()
+	defer stripe.Unlock()
+
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if e := s.view.get(key, false, s.now()); e != nil {
-		return e.rev, nil
+	if e := s.view.held(key, s.now()); e != nil && e.cmd != nil {
+		s.mu.Unlock()
+		return false, false, fmt.Errorf("record reply %s: %w", key, bridge.ErrStatusConflict)
 	}
-	return 0, nil // evicted at once: the view is too small
+	n := s.view.evicted(org, key)
+	if n == nil || n.known && !n.broadcast && n.node != r.Node {
+		s.mu.Unlock()
+		return false, false, nil
+	}
+	if n.replied && !n.broadcast {
+		s.mu.Unlock()
+		return true, false, nil // recorded already (MQTT delivers a reply twice at times)
+	}
+	first = !n.final
+	rec := record{Kind: kindReply, Org: org, CorrelationID: correlationID, IssuedAt: n.issuedAt, AcceptedAt: n.at, Reply: &r}
+	s.mu.Unlock()
+
+	kr, err := s.encode(replyKey(org, correlationID, r.Node), rec)
+	if err != nil {
+		return false, false, fmt.Errorf("record reply %s: %w", key, err)
+	}
+	if err := s.write(ctx, []*kgo.Record{kr}); err != nil {
+		return false, false, fmt.Errorf("record reply %s: %w", key, err)
+	}
+	return true, first, nil
 }
 
 // records are the records st adds to held.
 func (s *Store) records(key string, held, st *bridge.CommandStatus) ([]*kgo.Record, error) {
 	var recs []*kgo.Record
 	add := func(k string, r record) error {
-		b, err := json.Marshal(r)
+		kr, err := s.encode(k, r)
 		if err != nil {
 			return fmt.Errorf("put status %s: %w", key, err)
 		}
-		recs = append(recs, &kgo.Record{Key: []byte(k), Value: b})
+		recs = append(recs, kr)
 		return nil
 	}
 	if held == nil || !sameCommandPart(held, st) {
@@ -332,7 +490,7 @@ func (s *Store) records(key string, held, st *bridge.CommandStatus) ([]*kgo.Reco
 		if held != nil && sameCommand(held, st) && held.HasReplyFrom(r.Node) {
 			continue
 		}
-		err := add(replyKey(st.Org, st.CorrelationID, r.Node), record{Kind: kindReply, Org: st.Org, CorrelationID: st.CorrelationID, IssuedAt: st.IssuedAt, Reply: &r})
+		err := add(replyKey(st.Org, st.CorrelationID, r.Node), record{Kind: kindReply, Org: st.Org, CorrelationID: st.CorrelationID, IssuedAt: st.IssuedAt, AcceptedAt: st.AcceptedAt, Reply: &r})
 		if err != nil {
 			return nil, err
 		}
@@ -351,7 +509,7 @@ func (s *Store) Watch(ctx context.Context, org, correlationID string) (<-chan *b
 	}
 	ch := make(chan *bridge.CommandStatus, 1)
 	s.mu.Lock()
-	e := s.view.watch(commandKey(org, correlationID), ch, s.now())
+	e := s.view.watch(org, commandKey(org, correlationID), ch)
 	s.mu.Unlock()
 	s.watches.Add(1)
 	go func() {
@@ -373,6 +531,7 @@ func (s *Store) Close(_ context.Context) error {
 	s.cancel()
 	s.cl.Close()
 	<-s.done
+	s.listings.Wait()
 	s.watches.Wait()
 	return nil
 }

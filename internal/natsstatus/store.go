@@ -7,7 +7,6 @@ package natsstatus
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,6 +60,27 @@ type Options struct {
 type Store struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
+	// maxValue is the largest status document Put writes: the bucket's
+	// largest value or the server's max_payload, whichever is smaller,
+	// minus room for the headers of a compare-and-swap write.
+	maxValue int
+}
+
+// headerRoom is what a value leaves free below the limit for the headers
+// of a KV write (Nats-Expected-Last-Subject-Sequence and framing).
+const headerRoom = 1024
+
+// newStore returns the store of kv, reading its value size limit.
+func newStore(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, log *slog.Logger) *Store {
+	limit := int64(js.Conn().MaxPayload())
+	if st, err := kv.Status(ctx); err != nil {
+		log.Warn("status bucket limits unknown, using the server's max_payload", "err", err)
+	} else if b, ok := st.(*jetstream.KeyValueBucketStatus); ok {
+		if m := int64(b.StreamInfo().Config.MaxMsgSize); m > 0 && m < limit {
+			limit = m
+		}
+	}
+	return &Store{kv: kv, log: log, maxValue: max(int(limit)-headerRoom, headerRoom)}
 }
 
 // New opens the bucket, creating or updating it with opts.Manage. A bucket
@@ -75,7 +95,7 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, opts Options, 
 		if err != nil {
 			return nil, fmt.Errorf("key-value bucket %s (NATS_STATUS_BUCKET) not found and NATS_MANAGE_STREAMS=false: create it or let the bridge manage it: %w", cfg.Bucket, err)
 		}
-		return &Store{kv: kv, log: log}, nil
+		return newStore(ctx, js, kv, log), nil
 	}
 	kvCfg := jetstream.KeyValueConfig{
 		Bucket:      cfg.Bucket,
@@ -94,8 +114,9 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, opts Options, 
 		log.Warn("key-value bucket exists with settings the bridge cannot apply; using it as it is", "bucket", cfg.Bucket, "err", err)
 		kv = existing
 	}
-	log.Info("status bucket ready", "bucket", cfg.Bucket, "ttl", opts.TTL.String())
-	return &Store{kv: kv, log: log}, nil
+	st := newStore(ctx, js, kv, log)
+	log.Info("status bucket ready", "bucket", cfg.Bucket, "ttl", opts.TTL.String(), "max_value_bytes", st.maxValue)
+	return st, nil
 }
 
 func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -117,20 +138,26 @@ func (s *Store) Get(ctx context.Context, org, correlationID string) (*bridge.Com
 		}
 		return nil, 0, fmt.Errorf("get status %s: %w", key, err)
 	}
-	st, err := decode(e.Value())
+	st, err := s.decode(key, e.Value())
 	if err != nil {
-		return nil, 0, fmt.Errorf("get status %s: %w", key, err)
+		// Nothing the bridge writes is undecodable; a value someone else
+		// put there must not block the command's status for good: it
+		// counts as absent, and the next write replaces it (its revision
+		// is returned for that).
+		s.log.Warn("undecodable command status treated as absent", "key", key, "err", err)
+		return nil, e.Revision(), fmt.Errorf("get status %s: %w: %w", key, bridge.ErrStatusNotFound, err)
 	}
 	return st, e.Revision(), nil
 }
 
 // Put implements bridge.StatusStore: Create for rev 0, else Update with
-// rev as the expected last revision.
+// rev as the expected last revision. A status too large for the bucket's
+// values is cut to fit (bridge.MarshalStatus): reply payloads go first.
 func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (uint64, error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 	key := bridge.StatusKey(st.Org, st.CorrelationID)
-	b, err := json.Marshal(st)
+	b, err := bridge.MarshalStatus(st, s.maxValue)
 	if err != nil {
 		return 0, fmt.Errorf("put status %s: %w", key, err)
 	}
@@ -198,7 +225,7 @@ func (s *Store) Watch(ctx context.Context, org, correlationID string) (<-chan *b
 				if e == nil {
 					continue // end of the initial values
 				}
-				st, err := decode(e.Value())
+				st, err := s.decode(key, e.Value())
 				if err != nil {
 					s.log.Warn("undecodable command status", "key", key, "err", err)
 					continue
@@ -212,10 +239,18 @@ func (s *Store) Watch(ctx context.Context, org, correlationID string) (<-chan *b
 	return out, nil
 }
 
-func decode(b []byte) (*bridge.CommandStatus, error) {
+// decode reads a stored status; one nested too deeply for encoding/json
+// (written by an older version for a hostile reply) is repaired: the
+// payload of the reply at fault is left out (truncated).
+func (s *Store) decode(key string, b []byte) (*bridge.CommandStatus, error) {
 	var st bridge.CommandStatus
-	if err := json.Unmarshal(b, &st); err != nil {
+	cut, err := bridge.UnmarshalLenient(b, &st)
+	if err != nil {
 		return nil, fmt.Errorf("decode status: %w", err)
+	}
+	if cut {
+		st.Repair()
+		s.log.Warn("command status nested too deeply, reply payload cut", "key", key)
 	}
 	return &st, nil
 }
