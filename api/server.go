@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // Config is the HTTP server configuration.
@@ -100,7 +102,9 @@ func readyz(checks map[string]ReadyFunc) http.Handler {
 				if body.Reasons == nil {
 					body.Reasons = map[string]string{}
 				}
-				body.Reasons[n] = err.Error()
+				// Reasons echo connection errors, which may embed a
+				// broker or server URL; /readyz needs no token.
+				body.Reasons[n] = bridge.RedactURLs(err.Error())
 			}
 		}
 		if body.Reasons != nil {

@@ -67,11 +67,14 @@ func realMain() int {
 	}
 	cfg, err := loadConfig(environ)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "nr-bridge: configuration:", err)
+		// The errors quote the bad value, which may be a URL with a password.
+		fmt.Fprintln(os.Stderr, "nr-bridge: configuration:", bridge.RedactURLs(err.Error()))
 		return 2
 	}
 	level, _ := parseLevel(cfg.LogLevel)
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
+	// Every string and error of every log line, libraries' included, goes
+	// through the one URL redaction (bridge.RedactURLs).
+	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level, ReplaceAttr: bridge.RedactAttr}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
