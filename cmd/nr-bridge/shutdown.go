@@ -58,8 +58,12 @@ func (p *shutdownPlan) pct(n int) time.Duration { return p.total * time.Duration
 // slot ends reserve percent (the later stages' shares) before the end: the
 // later of the slot's end and now + share, at most end + shutdownMargin.
 func (p *shutdownPlan) deadline(share, reserve int) time.Time {
+	return p.deadlineAt(time.Now(), share, reserve)
+}
+
+func (p *shutdownPlan) deadlineAt(now time.Time, share, reserve int) time.Time {
 	d := p.end.Add(-p.pct(reserve))
-	if own := time.Now().Add(p.pct(share)); own.After(d) {
+	if own := now.Add(p.pct(share)); own.After(d) {
 		d = own
 	}
 	if limit := p.end.Add(shutdownMargin); d.After(limit) {

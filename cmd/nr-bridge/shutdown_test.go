@@ -116,3 +116,38 @@ func TestBinaryShutdownStuckMessage(t *testing.T) {
 		t.Fatalf("shutdown WARN %v, want the worker's with inflight 1", l)
 	}
 }
+
+// TestShutdownPlan checks the split of SHUTDOWN_TIMEOUT: each stage's
+// deadline with quick earlier stages, with an earlier stage that overran,
+// and the cap at SHUTDOWN_TIMEOUT + shutdownMargin.
+func TestShutdownPlan(t *testing.T) {
+	start := time.Date(2026, 12, 3, 9, 0, 0, 0, time.UTC)
+	p := &shutdownPlan{total: 10 * time.Second, end: start.Add(10 * time.Second)}
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	for _, tc := range []struct {
+		name           string
+		now            time.Duration // since the start of the shutdown
+		share, reserve int
+		want           time.Duration // deadline since the start
+	}{
+		{"HTTP", 0, shareHTTP, 100 - shareHTTP, time.Second},
+		{"workers after a quick HTTP", 10 * time.Millisecond, shareWorkers, sharePublisher + shareTracker + shareBackbone, 7 * time.Second},
+		{"workers after HTTP used its share", time.Second, shareWorkers, sharePublisher + shareTracker + shareBackbone, 7 * time.Second},
+		{"workers after HTTP overran", 2 * time.Second, shareWorkers, sharePublisher + shareTracker + shareBackbone, 8 * time.Second},
+		{"publisher after quick workers", time.Second, sharePublisher, shareTracker + shareBackbone, 8 * time.Second},
+		{"publisher after stuck workers", 7 * time.Second, sharePublisher, shareTracker + shareBackbone, 8 * time.Second},
+		{"tracker", 8 * time.Second, shareTracker, shareBackbone, 8500 * time.Millisecond},
+		{"backbone", 8500 * time.Millisecond, shareBackbone, 0, 10 * time.Second},
+		{"backbone after an overrun keeps its share", 9500 * time.Millisecond, shareBackbone, 0, 11 * time.Second},
+		{"capped at the margin", 11 * time.Second, shareBackbone, 0, 10*time.Second + shutdownMargin},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := p.deadlineAt(at(tc.now), tc.share, tc.reserve).Sub(start); got != tc.want {
+				t.Errorf("deadline %v after the start, want %v", got, tc.want)
+			}
+		})
+	}
+	if shareHTTP+shareWorkers+sharePublisher+shareTracker+shareBackbone != 100 || shareWorkers < 50 {
+		t.Fatalf("the shares do not add up to 100%% with the workers the largest")
+	}
+}
