@@ -91,9 +91,10 @@ func realMain() int {
 	return 0
 }
 
-// run starts every part, waits for ctx, then shuts down in order: HTTP
-// intake, commands source, MQTT workers (finishing in-flight writes and
-// acks), command publisher, command tracking, backbone.
+// run starts every part, waits for ctx, then shuts down in order (see
+// shutdown): HTTP intake, the commands source and the MQTT workers
+// (finishing in-flight writes and acks) in parallel, command publisher,
+// command tracking, backbone, each within its share of SHUTDOWN_TIMEOUT.
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	log.Info("nr-bridge starting", append([]any{"version", version()}, cfg.logAttrs()...)...)
 	stopPprof, err := startPprof(cfg.PprofAddr, log)
