@@ -20,10 +20,15 @@ import (
 // backbone's usual message size limits.
 const DefaultMaxBody = 1 << 20
 
-// RetryAfter is the Retry-After (seconds) sent with a 503: long enough that
-// clients do not hammer a bridge whose broker is down, short enough for a
-// broker restart.
+// RetryAfter is the Retry-After (seconds) sent with a 503 and a 429: long
+// enough that clients do not hammer a bridge whose broker is down, short
+// enough for a broker restart.
 const RetryAfter = 5
+
+// DefaultMaxWaits is the bound on command requests with ?wait in progress
+// when Deps.MaxWaits is 0 (HTTP_MAX_WAITS' default): 256 watches on the
+// status store, far more than operators waiting on replies by hand.
+const DefaultMaxWaits = 256
 
 // CommandPublisher is what the command routes call: the bridge's single
 // validating publisher (*bridge.Publisher).
@@ -42,6 +47,9 @@ type CommandPublisher interface {
 var (
 	errUnsupportedMediaType = errors.New("content type must be application/json")
 	errReadBody             = errors.New("cannot read the request body")
+	// errTooManyWaits refuses a ?wait past HTTP_MAX_WAITS (429), before
+	// the command is published, so a retry cannot publish it twice.
+	errTooManyWaits = errors.New("too many requests waiting for replies (HTTP_MAX_WAITS): retry later, or without ?wait and read status_url")
 )
 
 // commandRoutes holds what every command route needs.
@@ -54,6 +62,8 @@ type commandRoutes struct {
 	// statuses is command tracking (status.go); nil: no status routes,
 	// no status_url, no ?wait.
 	statuses CommandStatuses
+	// waits holds one token per request with ?wait in progress.
+	waits chan struct{}
 }
 
 // registerCommands adds the command routes to mux: the org routes always,
@@ -63,6 +73,11 @@ func registerCommands(mux *http.ServeMux, d Deps) {
 	if c.maxBody <= 0 {
 		c.maxBody = DefaultMaxBody
 	}
+	maxWaits := d.MaxWaits
+	if maxWaits <= 0 {
+		maxWaits = DefaultMaxWaits
+	}
+	c.waits = make(chan struct{}, maxWaits)
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
 	}
@@ -97,6 +112,18 @@ func (c *commandRoutes) handler(target func(*http.Request) bridge.Target) http.H
 		var wait time.Duration
 		if err == nil {
 			wait, err = parseWait(r)
+		}
+		if err == nil && wait > 0 && c.statuses != nil {
+			select {
+			case c.waits <- struct{}{}:
+				defer func() { <-c.waits }()
+			default:
+				// Debug: a flood of these must not flood the log.
+				c.log.Debug("command rejected", "org", t.Org, "node", t.Node, "err", errTooManyWaits)
+				c.pub.Refused(bridge.SourceHTTP, errTooManyWaits)
+				writeCommandError(w, errTooManyWaits)
+				return
+			}
 		}
 		if err != nil {
 			c.log.Warn("command rejected", "org", t.Org, "node", t.Node, "err", err)
@@ -167,6 +194,7 @@ func checkJSONContentType(ct string) error {
 //	403 org outside ORG_ID
 //	413 body over HTTP_MAX_BODY
 //	415 content type not application/json
+//	429 ?wait while HTTP_MAX_WAITS requests wait already; with Retry-After
 //	422 a field missing or invalid ("field" names it), expired command
 //	502 the broker refused the command for good (PUBACK reason code such as
 //	    0x87 not authorized): retrying the same request will not help
@@ -187,6 +215,8 @@ func commandStatus(err error) (status int, field string, retry bool) {
 		return http.StatusNotFound, "", false
 	case errors.Is(err, errBadWait):
 		return http.StatusBadRequest, "wait", false
+	case errors.Is(err, errTooManyWaits):
+		return http.StatusTooManyRequests, "", true
 	case errors.Is(err, errReadBody), errors.Is(err, bridge.ErrMalformed),
 		errors.Is(err, bridge.ErrInvalidID), errors.Is(err, bridge.ErrInvalidTarget):
 		return http.StatusBadRequest, "", false

@@ -3,6 +3,8 @@ package api
 import (
 	"encoding/json"
 	"net/http"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // errorBody is every error response: {"error": "...", "field": "..."}.
@@ -24,6 +26,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write(append(b, '\n'))
 }
 
+// writeError writes {"error": msg, "field": field} with status; msg goes
+// through bridge.RedactURLs, as it may echo a connection error.
 func writeError(w http.ResponseWriter, status int, msg, field string) {
-	writeJSON(w, status, errorBody{Error: msg, Field: field})
+	writeJSON(w, status, errorBody{Error: bridge.RedactURLs(msg), Field: field})
 }

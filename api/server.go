@@ -12,12 +12,18 @@ import (
 	"net/http"
 	"sort"
 	"time"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // Config is the HTTP server configuration.
 type Config struct {
 	Addr    string `env:"HTTP_ADDR" envDefault:":8080" desc:"listen address of the HTTP API"`
 	MaxBody int64  `env:"HTTP_MAX_BODY" envDefault:"1048576" desc:"largest command body in bytes; a larger one gets 413"`
+	// MaxWaits bounds the command requests with ?wait in progress: each
+	// holds a watch on the status store and a few goroutines for up to
+	// MaxWait, so without a bound a flood of them exhausts the bridge.
+	MaxWaits int `env:"HTTP_MAX_WAITS" envDefault:"256" desc:"command requests with ?wait in progress at most; past it 429 with Retry-After"`
 
 	Auth AuthConfig // HTTP_AUTH_TOKENS, HTTP_AUTH_TOKENS_FILE (auth.go)
 	TLS  TLSConfig  // HTTP_TLS_CERT_FILE, HTTP_TLS_KEY_FILE, HTTP_TLS_CLIENT_CA_FILE (tls.go)
@@ -27,6 +33,9 @@ type Config struct {
 func (c *Config) Validate() error {
 	if c.MaxBody < 1 {
 		return fmt.Errorf("HTTP_MAX_BODY must be > 0, got %d", c.MaxBody)
+	}
+	if c.MaxWaits < 1 {
+		return fmt.Errorf("HTTP_MAX_WAITS must be > 0, got %d", c.MaxWaits)
 	}
 	return nil
 }
@@ -46,6 +55,9 @@ type Deps struct {
 	OrgID string
 	// MaxBodyBytes is HTTP_MAX_BODY; 0 means DefaultMaxBody.
 	MaxBodyBytes int64
+	// MaxWaits is HTTP_MAX_WAITS, the command requests with ?wait in
+	// progress at most; 0 means DefaultMaxWaits.
+	MaxWaits int
 	// Auth guards every route but /healthz, /readyz and /metrics; nil or
 	// without tokens leaves them open (NewAuth logs a WARN then).
 	Auth *Auth
@@ -74,7 +86,7 @@ func NewHandler(d Deps) http.Handler {
 		registerCommands(protected, d)
 	}
 	mux.Handle("/", RequireToken(d.Auth, protected))
-	return countRequests(d.Metrics, mux)
+	return countRequests(d.Metrics, jsonErrors(mux))
 }
 
 func healthz(w http.ResponseWriter, _ *http.Request) {
@@ -100,7 +112,9 @@ func readyz(checks map[string]ReadyFunc) http.Handler {
 				if body.Reasons == nil {
 					body.Reasons = map[string]string{}
 				}
-				body.Reasons[n] = err.Error()
+				// Reasons echo connection errors, which may embed a
+				// broker or server URL; /readyz needs no token.
+				body.Reasons[n] = bridge.RedactURLs(err.Error())
 			}
 		}
 		if body.Reasons != nil {
@@ -131,10 +145,20 @@ func ListenTLS(addr string, tc *tls.Config, h http.Handler, log *slog.Logger) (*
 	if err != nil {
 		return nil, fmt.Errorf("HTTP_ADDR %s: %w", addr, err)
 	}
-	return &Server{
+	if tc == nil {
+		ln = jsonErrorListener{ln}
+	}
+	// Shutdown ends every ?wait at once (draining): the request contexts
+	// carry it as a value, not as their parent, so a publish in progress
+	// is not cancelled with it.
+	draining, drain := context.WithCancel(context.Background())
+	s := &Server{
 		ln:  ln,
 		log: log,
 		srv: &http.Server{
+			BaseContext: func(net.Listener) context.Context {
+				return context.WithValue(context.Background(), drainingKey{}, draining)
+			},
 			TLSConfig:         tc,
 			Handler:           h,
 			ReadHeaderTimeout: 5 * time.Second,
@@ -143,7 +167,22 @@ func ListenTLS(addr string, tc *tls.Config, h http.Handler, log *slog.Logger) (*
 			IdleTimeout:       120 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		},
-	}, nil
+	}
+	s.srv.RegisterOnShutdown(drain)
+	return s, nil
+}
+
+// drainingKey is the request context value holding the server's draining
+// context, done once Shutdown started.
+type drainingKey struct{}
+
+// draining returns a channel closed once the server that serves r is
+// shutting down; nil (never closed) outside a Server.
+func draining(r *http.Request) <-chan struct{} {
+	if ctx, ok := r.Context().Value(drainingKey{}).(context.Context); ok {
+		return ctx.Done()
+	}
+	return nil
 }
 
 // Addr is the bound address (useful with port 0).
@@ -165,7 +204,14 @@ func (s *Server) Serve() error {
 	return nil
 }
 
-// Shutdown stops accepting requests and waits for those in progress.
+// Shutdown stops accepting requests, ends every ?wait at once (answered
+// 202 with the status then) and waits for the requests in progress until
+// ctx ends; then it returns ctx's error and Close cuts what is left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	return s.srv.Shutdown(ctx)
+}
+
+// Close closes the listener and every connection at once.
+func (s *Server) Close() error {
+	return s.srv.Close()
 }

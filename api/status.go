@@ -91,6 +91,15 @@ func (c *commandRoutes) respondPublished(w http.ResponseWriter, r *http.Request,
 	w.Header().Set("Location", body.StatusURL)
 	if wait > 0 && !body.NoSubscribers {
 		ctx, cancel := context.WithTimeout(r.Context(), wait)
+		if d := draining(r); d != nil {
+			go func() {
+				select {
+				case <-d: // shutting down: answer with the status now
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+		}
 		s, err := c.statuses.Wait(ctx, t.Org, cmd.CorrelationID)
 		cancel()
 		switch {

@@ -151,6 +151,13 @@ type trackReplica struct {
 
 func startTrackReplica(t *testing.T, bb trackBackbone, brokerURL, name string) *trackReplica {
 	t.Helper()
+	return startTrackReplicaWith(t, bb, brokerURL, name, nil)
+}
+
+// startTrackReplicaWith is startTrackReplica with set changing the API's
+// dependencies (limits) before the handler is built.
+func startTrackReplicaWith(t *testing.T, bb trackBackbone, brokerURL, name string, set func(*api.Deps)) *trackReplica {
+	t.Helper()
 	log := trackLogger(t).With("replica", name)
 	sink, store := bb.open(t, name)
 	m := metrics.New("test", "test")
@@ -179,8 +186,12 @@ func startTrackReplica(t *testing.T, bb trackBackbone, brokerURL, name string) *
 		_ = recv.Stop(ctx)
 	})
 	testserver.WaitFor(t, 10*time.Second, name+" connected", func() bool { return pub.Ready() == nil && recv.Ready() == nil })
+	deps := api.Deps{Log: log, Commands: pub, Statuses: tr, Metrics: m}
+	if set != nil {
+		set(&deps)
+	}
 	return &trackReplica{
-		h:       api.NewHandler(api.Deps{Log: log, Commands: pub, Statuses: tr, Metrics: m}),
+		h:       api.NewHandler(deps),
 		metrics: m,
 		pub:     pub,
 		recv:    recv,
@@ -316,8 +327,10 @@ func startSimNode(t *testing.T, brokerURL, org, node string, hold bool) *simNode
 				corr := append([]byte(nil), p.Properties.CorrelationData...)
 				n.mu.Lock()
 				n.got = append(n.got, string(corr))
-				n.mu.Unlock()
+				// Under the lock received() takes, so a test that saw the
+				// command also saw the Add before the cleanup's Wait.
 				n.wg.Add(1)
+				n.mu.Unlock()
 				go func() {
 					defer n.wg.Done()
 					select {

@@ -21,7 +21,7 @@ import (
 // session every connection (workers and the command publisher) uses. Field
 // defaults are in the envDefault tags; DefaultClientID fills ClientID.
 type MQTTConfig struct {
-	URL      string `env:"MQTT_URL" envDefault:"tcp://localhost:1883" desc:"broker URL: tcp:// (or mqtt://) for plain TCP, ssl:// (or tls://, mqtts://) for TLS"`
+	URL      string `env:"MQTT_URL" envDefault:"tcp://localhost:1883" desc:"broker URL: tcp:// (or mqtt://) for plain TCP, ssl:// (or tls://, mqtts://) for TLS; user:password@ in it is sent in CONNECT like MQTT_USERNAME/MQTT_PASSWORD (not both)"`
 	ClientID string `env:"MQTT_CLIENT_ID" desc:"base client ID; workers use <id>-w<n>, the command publisher <id>-pub. Must be stable per replica and unique across replicas (default nr-control-<hostname>)"`
 	Username string `env:"MQTT_USERNAME" desc:"username for CONNECT"`
 	Password string `env:"MQTT_PASSWORD" desc:"password for CONNECT" secret:"true"`
@@ -69,7 +69,10 @@ func DefaultClientID() string {
 func (c *MQTTConfig) Validate() error {
 	u, err := url.Parse(c.URL)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("MQTT_URL %q: want scheme://host:port, e.g. tcp://localhost:1883", c.URL)
+		return fmt.Errorf("MQTT_URL %q: want scheme://host:port, e.g. tcp://localhost:1883", RedactURLs(c.URL))
+	}
+	if u.User != nil && (c.Username != "" || c.Password != "") {
+		return fmt.Errorf("MQTT_URL %q carries user:password@ and MQTT_USERNAME or MQTT_PASSWORD is set too: set the credentials in one place", RedactURLs(c.URL))
 	}
 	tlsScheme := false
 	switch strings.ToLower(u.Scheme) {
@@ -77,10 +80,10 @@ func (c *MQTTConfig) Validate() error {
 	case "ssl", "tls", "mqtts":
 		tlsScheme = true
 	default:
-		return fmt.Errorf("MQTT_URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", c.URL)
+		return fmt.Errorf("MQTT_URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", RedactURLs(c.URL))
 	}
 	if !tlsScheme && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != "") {
-		return fmt.Errorf("MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE need a TLS MQTT_URL (ssl://, tls:// or mqtts://), got %q", c.URL)
+		return fmt.Errorf("MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE need a TLS MQTT_URL (ssl://, tls:// or mqtts://), got %q", RedactURLs(c.URL))
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return fmt.Errorf("MQTT_CERT_FILE and MQTT_KEY_FILE must be set together")
@@ -127,7 +130,7 @@ func (c *MQTTConfig) Validate() error {
 func (c *MQTTConfig) TLSConfig() (*tls.Config, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return nil, fmt.Errorf("MQTT_URL: %w", err)
+		return nil, fmt.Errorf("MQTT_URL %q: not a URL", RedactURLs(c.URL)) // url's error repeats the URL
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "ssl", "tls", "mqtts":
@@ -186,7 +189,16 @@ func Backoff(min, max time.Duration) func(int) time.Duration {
 func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.Logger) (autopaho.ClientConfig, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return autopaho.ClientConfig{}, fmt.Errorf("MQTT_URL: %w", err)
+		return autopaho.ClientConfig{}, fmt.Errorf("MQTT_URL %q: not a URL", RedactURLs(c.URL)) // url's error repeats the URL
+	}
+	username, password := c.Username, c.Password
+	if u.User != nil {
+		// autopaho ignores the URL's user info for CONNECT but prints the
+		// URL in its connection errors: the credentials go to CONNECT and
+		// the URL it sees has none.
+		username = u.User.Username()
+		password, _ = u.User.Password()
+		u.User = nil
 	}
 	tlsCfg, err := c.TLSConfig()
 	if err != nil {
@@ -202,8 +214,8 @@ func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.
 		ReconnectBackoff:              Backoff(c.ReconnectMin, c.ReconnectMax),
 		ConnectTimeout:                c.ConnectTimeout,
 		AttemptConnection:             connector(c.TCPQuickAck), // buffered reads and coalesced writes (conn.go)
-		ConnectUsername:               c.Username,
-		ConnectPassword:               []byte(c.Password),
+		ConnectUsername:               username,
+		ConnectPassword:               []byte(password),
 		Errors:                        slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		PahoErrors:                    slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		ConnectPacketBuilder: func(p *paho.Connect, _ *url.URL) (*paho.Connect, error) {
@@ -222,8 +234,86 @@ func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.
 			PacketTimeout: c.PublishTimeout,
 		},
 	}
-	if c.Password == "" {
+	if password == "" {
 		cfg.ConnectPassword = nil
 	}
 	return cfg, nil
+}
+
+// RedactURLs returns s with the user information of every URL in it
+// replaced by "redacted": tcp://user:secret@host:1883 becomes
+// tcp://redacted@host:1883, nats://token@a:4222,nats://b:4222 becomes
+// nats://redacted@a:4222,nats://b:4222. s may be a URL, a comma-separated
+// list of them, or any text that embeds them, such as a connection error
+// ("failed to connect to tcp://user:secret@host:1883: ..."), which is why it
+// scans text instead of parsing one URL: every URL the bridge prints (log
+// lines, /readyz reasons, configuration errors) goes through it, so a URL
+// that does not even parse (a '/' or '@' left unescaped in a password)
+// loses its credentials too.
+//
+// After each "://" it looks at the text up to the next white space, quote,
+// '<', '>' or "://"; if that holds an '@', everything before the last '@'
+// that precedes the first '/', '?' or '#' (or, with none there, before the
+// last '@' at all) is the user information. Text without "://" and '@' is
+// returned as is, without allocating.
+func RedactURLs(s string) string {
+	if !strings.Contains(s, "://") || !strings.Contains(s, "@") {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	rest := s
+	for {
+		i := strings.Index(rest, "://")
+		if i < 0 {
+			b.WriteString(rest)
+			return b.String()
+		}
+		b.WriteString(rest[:i+3])
+		rest = rest[i+3:]
+		end := len(rest)
+		if j := strings.IndexAny(rest, " \t\r\n\"'`<>"); j >= 0 {
+			end = j
+		}
+		if j := strings.Index(rest[:end], "://"); j >= 0 {
+			end = j
+		}
+		span := rest[:end]
+		at := -1
+		if p := strings.IndexAny(span, "/?#"); p >= 0 {
+			at = strings.LastIndexByte(span[:p], '@')
+		}
+		if at < 0 {
+			at = strings.LastIndexByte(span, '@')
+		}
+		if at >= 0 {
+			b.WriteString("redacted")
+			rest = rest[at:]
+		}
+	}
+}
+
+// RedactAttr is a slog.HandlerOptions.ReplaceAttr function that passes
+// every string and error value of a log record (the message included, and
+// so the lines of paho's and other libraries' loggers) through RedactURLs.
+// The bridge's logger uses it so that a URL with credentials cannot reach a
+// log line, whichever library wrote the error that embeds it.
+func RedactAttr(_ []string, a slog.Attr) slog.Attr {
+	switch a.Value.Kind() {
+	case slog.KindString:
+		if s := a.Value.String(); strings.Contains(s, "://") {
+			if r := RedactURLs(s); r != s {
+				a.Value = slog.StringValue(r)
+			}
+		}
+	case slog.KindAny:
+		if err, ok := a.Value.Any().(error); ok && err != nil {
+			if s := err.Error(); strings.Contains(s, "://") {
+				if r := RedactURLs(s); r != s {
+					a.Value = slog.StringValue(r)
+				}
+			}
+		}
+	}
+	return a
 }

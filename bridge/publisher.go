@@ -226,7 +226,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 	cc.OnConnectionUp = func(_ *autopaho.ConnectionManager, _ *paho.Connack) {
 		p.connected.Store(true)
 		p.metrics.MQTTConnected(p.clientID, true)
-		p.log.Info("MQTT connection established", "url", p.cfg.URL)
+		p.log.Info("MQTT connection established", "url", RedactURLs(p.cfg.URL))
 	}
 	cc.OnConnectionDown = func() bool {
 		p.connected.Store(false)
@@ -235,7 +235,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 		return true
 	}
 	cc.OnConnectError = func(err error) {
-		p.log.Warn("MQTT connection attempt failed", "url", p.cfg.URL, "err", err)
+		p.log.Warn("MQTT connection attempt failed", "url", RedactURLs(p.cfg.URL), "err", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

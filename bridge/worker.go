@@ -205,7 +205,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		msg := err.Error()
 		w.connErr.Store(&msg)
-		w.log.Warn("MQTT connection attempt failed", "url", w.cfg.URL, "err", err)
+		w.log.Warn("MQTT connection attempt failed", "url", RedactURLs(w.cfg.URL), "err", err)
 	}
 	cm, err := autopaho.NewConnection(w.ctx, cc)
 	if err != nil {
@@ -222,7 +222,7 @@ func (w *Worker) Start(ctx context.Context) error {
 }
 
 func (w *Worker) onConnectionUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
-	w.log.Info("MQTT connection established", "url", w.cfg.URL, "session_present", ca.SessionPresent)
+	w.log.Info("MQTT connection established", "url", RedactURLs(w.cfg.URL), "session_present", ca.SessionPresent)
 	w.connErr.Store(nil)
 	w.metrics.MQTTConnected(w.clientID, true)
 	// Subscribing blocks until SUBACK, and OnConnectionUp must not block.

@@ -75,6 +75,22 @@ func (s *syncBuffer) String() string {
 // startBinary runs nr-bridge with env and waits for /readyz 200.
 func startBinary(t *testing.T, env map[string]string) *bridgeProc {
 	t.Helper()
+	p := launchBinary(t, env)
+	testserver.WaitFor(t, 20*time.Second, "nr-bridge ready", func() bool {
+		resp, err := http.Get("http://" + p.addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return p
+}
+
+// launchBinary runs nr-bridge with env (HTTP_ADDR on a free port,
+// LOG_LEVEL info unless env sets them) without waiting for anything.
+func launchBinary(t *testing.T, env map[string]string) *bridgeProc {
+	t.Helper()
 	port := testserver.FreePort(t)
 	p := &bridgeProc{out: &syncBuffer{}, addr: fmt.Sprintf("127.0.0.1:%d", port), exited: make(chan struct{})}
 	p.cmd = exec.Command(bridgeBinary(t))
@@ -93,14 +109,6 @@ func startBinary(t *testing.T, env map[string]string) *bridgeProc {
 		if t.Failed() {
 			t.Logf("nr-bridge output:\n%s", p.out.String())
 		}
-	})
-	testserver.WaitFor(t, 20*time.Second, "nr-bridge ready", func() bool {
-		resp, err := http.Get("http://" + p.addr + "/readyz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
 	})
 	return p
 }

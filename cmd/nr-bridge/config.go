@@ -204,7 +204,7 @@ func printUsage(w io.Writer) {
 func (c *Config) logAttrs() []any {
 	var attrs []any
 	for _, v := range envVars(c) {
-		val := redactURLs(fmt.Sprint(v.value.Interface()))
+		val := bridge.RedactURLs(fmt.Sprint(v.value.Interface()))
 		if v.Secret && val != "" {
 			val = "[redacted]"
 		}

@@ -67,11 +67,14 @@ func realMain() int {
 	}
 	cfg, err := loadConfig(environ)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "nr-bridge: configuration:", err)
+		// The errors quote the bad value, which may be a URL with a password.
+		fmt.Fprintln(os.Stderr, "nr-bridge: configuration:", bridge.RedactURLs(err.Error()))
 		return 2
 	}
 	level, _ := parseLevel(cfg.LogLevel)
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level}))
+	// Every string and error of every log line, libraries' included, goes
+	// through the one URL redaction (bridge.RedactURLs).
+	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level, ReplaceAttr: bridge.RedactAttr}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -88,9 +91,10 @@ func realMain() int {
 	return 0
 }
 
-// run starts every part, waits for ctx, then shuts down in order: HTTP
-// intake, commands source, MQTT workers (finishing in-flight writes and
-// acks), command publisher, command tracking, backbone.
+// run starts every part, waits for ctx, then shuts down in order (see
+// shutdown): HTTP intake, the commands source and the MQTT workers
+// (finishing in-flight writes and acks) in parallel, command publisher,
+// command tracking, backbone, each within its share of SHUTDOWN_TIMEOUT.
 func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	log.Info("nr-bridge starting", append([]any{"version", version()}, cfg.logAttrs()...)...)
 	stopPprof, err := startPprof(cfg.PprofAddr, log)
@@ -150,6 +154,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Commands:     pub,
 		OrgID:        cfg.MQTT.OrgID,
 		MaxBodyBytes: cfg.HTTP.MaxBody,
+		MaxWaits:     cfg.HTTP.MaxWaits,
 		Auth:         auth,
 		Metrics:      m,
 		Statuses:     tracker,
@@ -164,21 +169,21 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	bb, err := openBackbone(ctx, cfg, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			return errors.Join(shutdownHTTP(srv, httpDone), stopPublisher()) // stopped while connecting
+			return errors.Join(stopHTTP(cfg, srv, httpDone), stopPublisher()) // stopped while connecting
 		}
-		return errors.Join(err, shutdownHTTP(srv, httpDone), stopPublisher())
+		return errors.Join(err, stopHTTP(cfg, srv, httpDone), stopPublisher())
 	}
 	backbonePtr.Store(&bb)
 	tracker.Attach(bb.StatusStore())
 	receiver := bridge.NewReceiver(&cfg.MQTT, tracker.WrapSink(bb.Sink()), log, bridge.WithMetrics(m))
 	if err := receiver.Start(ctx); err != nil {
-		return errors.Join(err, shutdownHTTP(srv, httpDone), stopPublisher(), bb.Close(ctx))
+		return errors.Join(err, stopHTTP(cfg, srv, httpDone), stopPublisher(), bb.Close(ctx))
 	}
 	receiverPtr.Store(receiver)
 	if err := bb.StartCommands(ctx, pub); err != nil && ctx.Err() == nil {
 		sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer scancel()
-		return errors.Join(err, shutdownHTTP(srv, httpDone), receiver.Stop(sctx), stopPublisher(), bb.Close(sctx))
+		return errors.Join(err, stopHTTP(cfg, srv, httpDone), receiver.Stop(sctx), stopPublisher(), bb.Close(sctx))
 	}
 
 	var runErr error
@@ -188,27 +193,81 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	case runErr = <-httpDone:
 		httpDone <- nil
 	}
-
-	// Shutdown order: HTTP intake, commands source (publish and ack what
-	// it holds), workers (finish in-flight writes and acks, disconnect),
-	// publisher (last PUBACKs, disconnect), tracking (last reply
-	// statuses), then flush and close the backbone.
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	errs := []error{runErr, shutdownHTTP(srv, httpDone)}
-	errs = append(errs, bb.StopCommands(sctx))
-	errs = append(errs, receiver.Stop(sctx))
-	errs = append(errs, pub.Stop(sctx))
-	errs = append(errs, tracker.Close(sctx)) // the last reply status updates, before the store closes
-	cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer ccancel()
-	errs = append(errs, bb.Close(cctx))
-	return errors.Join(errs...)
+	return errors.Join(runErr, shutdown(cfg, log, srv, httpDone, bb, receiver, pub, tracker))
 }
 
-func shutdownHTTP(srv *api.Server, done chan error) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+// shutdown stops every part in order, each stage within its own share of
+// SHUTDOWN_TIMEOUT (shutdown.go): HTTP intake; then the commands source
+// (publish and ack what it holds) and the workers (finish in-flight writes
+// and acks, disconnect) in parallel; the publisher (last PUBACKs,
+// disconnect); tracking (last reply statuses, before the store closes);
+// then flush and close the backbone. A stage that runs out of its share
+// says so itself (a worker: how many messages it left un-acked for
+// redelivery), and the later stages still get theirs.
+func shutdown(cfg *Config, log *slog.Logger, srv *api.Server, httpDone chan error, bb backbone,
+	receiver *bridge.Receiver, pub *bridge.Publisher, tracker *bridge.Tracker) error {
+	plan := newShutdownPlan(cfg.ShutdownTimeout)
+	hctx, hcancel := plan.stage(shareHTTP, 100-shareHTTP)
+	defer hcancel()
+	errs := []error{shutdownHTTP(hctx, srv, httpDone)}
+
+	wend := plan.deadline(shareWorkers, sharePublisher+shareTracker+shareBackbone)
+	wctx, wcancel := context.WithDeadline(context.Background(), wend)
+	defer wcancel()
+	cend := wend.Add(-commandsStopGrace)
+	if left := time.Until(wend); left < 2*commandsStopGrace {
+		cend = wend.Add(-left / 2)
+	}
+	cctx, ccancel := context.WithDeadline(context.Background(), cend)
+	defer ccancel()
+	var cmdErr error
+	cmdDone := make(chan struct{})
+	go func() {
+		defer close(cmdDone)
+		cmdErr = bb.StopCommands(cctx)
+	}()
+	errs = append(errs, receiver.Stop(wctx))
+	<-cmdDone
+	errs = append(errs, cmdErr)
+	// Writes still pending in the backbone belong to messages the workers
+	// left un-acked (the worker logged them): the broker redelivers them.
+	abandoned := 0
+	for _, w := range receiver.Workers() {
+		abandoned += w.Inflight()
+	}
+
+	pctx, pcancel := plan.stage(sharePublisher, shareTracker+shareBackbone)
+	defer pcancel()
+	errs = append(errs, pub.Stop(pctx))
+	tctx, tcancel := plan.stage(shareTracker, shareBackbone)
+	defer tcancel()
+	errs = append(errs, tracker.Close(tctx)) // the last reply status updates, before the store closes
+	bctx, bcancel := plan.stage(shareBackbone, 0)
+	defer bcancel()
+	err := bb.Close(bctx)
+	if err != nil && abandoned > 0 && bctx.Err() != nil {
+		// The same stuck writes again, not a second failure.
+		log.Debug("backbone closed with writes unconfirmed; their messages were left un-acked for redelivery", "writes", abandoned, "err", err)
+		err = nil
+	}
+	return errors.Join(append(errs, err)...)
+}
+
+// shutdownHTTP stops the HTTP server: no new requests, ?wait requests
+// answer at once, the others may finish until ctx ends; what is left then
+// is cut.
+func shutdownHTTP(ctx context.Context, srv *api.Server, done chan error) error {
 	err := srv.Shutdown(ctx)
+	if err != nil {
+		err = fmt.Errorf("HTTP requests still in progress at the end of their share of SHUTDOWN_TIMEOUT were cut: %w", errors.Join(err, srv.Close()))
+	}
 	return errors.Join(err, <-done)
+}
+
+// stopHTTP is shutdownHTTP with the HTTP share of SHUTDOWN_TIMEOUT, for
+// the paths where run gives up while starting.
+func stopHTTP(cfg *Config, srv *api.Server, done chan error) error {
+	ctx, cancel := newShutdownPlan(cfg.ShutdownTimeout).stage(shareHTTP, 100-shareHTTP)
+	defer cancel()
+	return shutdownHTTP(ctx, srv, done)
 }

@@ -174,7 +174,7 @@ func Connect(cfg Config, name string, log *slog.Logger, extra ...nats.Option) (*
 	opts = append(opts, auth...)
 	nc, err := nats.Connect(cfg.URL, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect NATS %s: %w", redactURLs(cfg.URL), err)
+		return nil, fmt.Errorf("connect NATS %s: %w", bridge.RedactURLs(cfg.URL), err)
 	}
 	// After a failed handshake or a refused CONNECT, nats.go sets the
 	// connection back to RECONNECTING with the error in LastError.
@@ -227,17 +227,4 @@ func (f *failureLog) reset() {
 	f.mu.Lock()
 	f.attempt, f.lastMsg, f.lastWarn = 0, "", time.Time{}
 	f.mu.Unlock()
-}
-
-// redactURLs hides the user info of each comma-separated URL: a NATS URL
-// may carry a user and password or a token.
-func redactURLs(s string) string {
-	parts := strings.Split(s, ",")
-	for i, p := range parts {
-		if u, err := url.Parse(strings.TrimSpace(p)); err == nil && u.User != nil {
-			u.User = url.User("redacted")
-			parts[i] = u.String()
-		}
-	}
-	return strings.Join(parts, ",")
 }
