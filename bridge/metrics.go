@@ -90,7 +90,7 @@ const (
 	ReasonMalformed        = "malformed"              // a command body that is not a JSON object
 	ReasonInvalidCommand   = "invalid_command"        // a command field missing or invalid
 	ReasonExpired          = "expired"                // a command whose TTL ran out
-	ReasonOutOfScope       = "out_of_scope"           // a command for an org other than ORG_ID
+	ReasonOutOfScope       = "out_of_scope"           // a command, event or reply of an org other than ORG_ID
 	ReasonUnsupportedMedia = "unsupported_media_type" // an HTTP body that is not JSON
 	ReasonUnavailable      = "unavailable"            // broker not reachable or no PUBACK in time
 	ReasonRefused          = "refused"                // the broker refused it (PUBACK reason >= 0x80)

@@ -20,6 +20,9 @@ func NewReceiver(cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...WorkerOpt
 	for i := 1; i <= cfg.Workers; i++ {
 		r.workers = append(r.workers, NewWorker(i, cfg, sink, log, opts...))
 	}
+	for _, w := range r.workers {
+		w.peers = r.workers
+	}
 	return r
 }
 

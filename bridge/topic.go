@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strings"
 )
 
@@ -102,4 +103,61 @@ func SubscriptionFilters(shareGroup, orgID string) []string {
 	}
 	base := "$share/" + shareGroup + "/org/" + org + "/node/+/"
 	return []string{base + string(KindEvents), base + string(KindReply)}
+}
+
+// maxSubscriptionID is the largest MQTT v5 subscription identifier.
+const maxSubscriptionID = 268_435_455
+
+// ScopeSubscriptionID is the MQTT v5 subscription identifier the workers
+// give their subscriptions for the scope orgID ("" for every org): 1
+// unscoped, else derived from orgID. The broker sends it back with every
+// message, so a message that arrives with another identifier (or none) came
+// through a subscription of an earlier scope that the persistent session
+// still holds; the worker then removes it (StaleFilters).
+func ScopeSubscriptionID(orgID string) int {
+	if orgID == "" {
+		return 1
+	}
+	h := fnv.New32a()
+	h.Write([]byte(orgID))
+	return 2 + int(h.Sum32()%(maxSubscriptionID-1))
+}
+
+// InScope reports whether a message on topic may be forwarded by a bridge
+// scoped to orgID: always when orgID is "", else only when the topic's
+// org level is orgID. It is checked on every message received, not only in
+// the subscription, because a persistent session can still hold the
+// subscription of an earlier scope.
+func InScope(topic, orgID string) bool {
+	if orgID == "" {
+		return true
+	}
+	rest, ok := strings.CutPrefix(topic, "org/")
+	return ok && strings.HasPrefix(rest, orgID+"/")
+}
+
+// StaleFilters returns the filters through which an earlier scope of this
+// bridge could have delivered topic, minus the current ones of orgID:
+// those of the topic's own org and, for a scoped bridge, the unscoped
+// ones. Unsubscribing a filter the session does not hold is harmless
+// (reason 0x11), so the list may name more than the session has.
+func StaleFilters(shareGroup, orgID, topic string) []string {
+	var out []string
+	current := SubscriptionFilters(shareGroup, orgID)
+	add := func(fs []string) {
+		for _, f := range fs {
+			if f != current[0] && f != current[1] {
+				out = append(out, f)
+			}
+		}
+	}
+	if orgID != "" {
+		add(SubscriptionFilters(shareGroup, ""))
+	}
+	if rest, ok := strings.CutPrefix(topic, "org/"); ok {
+		if org, _, ok := strings.Cut(rest, "/"); ok && org != "" && !strings.ContainsAny(org, "+#") {
+			add(SubscriptionFilters(shareGroup, org))
+		}
+	}
+	return out
 }

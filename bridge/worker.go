@@ -42,6 +42,8 @@ type Worker struct {
 	sink     Sink
 	log      *slog.Logger
 	filters  []string
+	subID    int       // ScopeSubscriptionID of the configured scope
+	peers    []*Worker // the workers of this replica, itself included
 	metrics  Metrics
 
 	ctx    context.Context // cancelled by Stop once in-flight work is done or timed out
@@ -62,12 +64,16 @@ type Worker struct {
 	written  [2]progress             // what was stored, by kindIndex
 
 	subscribed atomic.Bool
-	connWG     sync.WaitGroup         // subscribe goroutines
+	subIDs     atomic.Bool            // the broker of the current connection sends subscription identifiers
+	connWG     sync.WaitGroup         // subscribe and unsubscribe goroutines
 	watchWG    sync.WaitGroup         // the stall watchdog
 	stallAfter time.Duration          // MQTT_STALL_TIMEOUT
 	lastWarn   atomic.Int64           // unix nanos of the last write-failure WARN
 	connErr    atomic.Pointer[string] // why the last connection attempt failed; nil once connected
 	certAsked  atomic.Bool            // the broker requested a client certificate we do not have
+
+	staleMu   sync.Mutex
+	staleDone map[string]bool // filters of earlier scopes unsubscribed on this connection
 }
 
 // WorkerOption configures a Worker; NewReceiver passes its options to every
@@ -123,10 +129,14 @@ func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...Wor
 		cfg:      cfg,
 		sink:     sink,
 		filters:  SubscriptionFilters(cfg.ShareGroup, cfg.OrgID),
+		subID:    ScopeSubscriptionID(cfg.OrgID),
 		slots:    make(chan struct{}, cfg.MaxInflight),
 		stop:     make(chan struct{}),
 		retries:  make(map[*flight]*time.Timer),
+
+		staleDone: make(map[string]bool),
 	}
+	w.peers = []*Worker{w}
 	w.log = log.With("component", "worker", "worker", id, "client_id", w.clientID)
 	w.idle = sync.NewCond(&w.mu)
 	for _, o := range opts {
@@ -212,7 +222,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.cancel()
 		return fmt.Errorf("worker %s: %w", w.clientID, err)
 	}
+	w.mu.Lock() // dropStale may read it from a delivery that beat this line
 	w.cm = cm
+	w.mu.Unlock()
 	w.watchWG.Add(1)
 	go func() {
 		defer w.watchWG.Done()
@@ -225,16 +237,30 @@ func (w *Worker) onConnectionUp(cm *autopaho.ConnectionManager, ca *paho.Connack
 	w.log.Info("MQTT connection established", "url", RedactURLs(w.cfg.URL), "session_present", ca.SessionPresent)
 	w.connErr.Store(nil)
 	w.metrics.MQTTConnected(w.clientID, true)
+	subIDs := ca.Properties != nil && ca.Properties.SubIDAvailable
+	w.subIDs.Store(subIDs)
+	w.staleMu.Lock()
+	w.staleDone = make(map[string]bool)
+	w.staleMu.Unlock()
 	// Subscribing blocks until SUBACK, and OnConnectionUp must not block.
 	w.connWG.Add(1)
 	go func() {
 		defer w.connWG.Done()
-		w.subscribe(cm)
+		w.subscribe(cm, subIDs)
 	}()
 }
 
-func (w *Worker) subscribe(cm *autopaho.ConnectionManager) {
+// subscribe subscribes the worker's filters, tagged with the scope's
+// subscription identifier when the broker supports them, then removes the
+// unscoped filters a scoped bridge's session may still hold from an
+// earlier run without ORG_ID: subscribing first means a scope change
+// leaves no moment in which the session holds neither.
+func (w *Worker) subscribe(cm *autopaho.ConnectionManager, subIDs bool) {
 	sub := &paho.Subscribe{}
+	if subIDs {
+		id := w.subID
+		sub.Properties = &paho.SubscribeProperties{SubscriptionIdentifier: &id}
+	}
 	for _, f := range w.filters {
 		sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 1})
 	}
@@ -256,8 +282,13 @@ func (w *Worker) subscribe(cm *autopaho.ConnectionManager) {
 				}
 			}
 			if failed == 0 {
-				w.subscribed.Store(true)
 				w.log.Info("MQTT subscribed", "topics", w.filters)
+				if stale := w.takeStale(""); len(stale) > 0 {
+					// Before Ready: once a scoped bridge says it is ready,
+					// its session no longer holds the unscoped filters.
+					w.removeStale(cm, stale)
+				}
+				w.subscribed.Store(true)
 				return
 			}
 		} else {
@@ -271,6 +302,65 @@ func (w *Worker) subscribe(cm *autopaho.ConnectionManager) {
 		case <-w.ctx.Done():
 		}
 	}
+}
+
+// takeStale returns the filters through which an earlier scope could have
+// delivered topic (StaleFilters; with topic "" the unscoped ones) that
+// this connection has not unsubscribed yet, and marks them as done.
+func (w *Worker) takeStale(topic string) []string {
+	var todo []string
+	w.staleMu.Lock()
+	defer w.staleMu.Unlock()
+	for _, f := range StaleFilters(w.cfg.ShareGroup, w.cfg.OrgID, topic) {
+		if !w.staleDone[f] {
+			w.staleDone[f] = true
+			todo = append(todo, f)
+		}
+	}
+	return todo
+}
+
+// removeStale unsubscribes filters of an earlier scope; it blocks until
+// the UNSUBACK. A failure leaves them to be tried again by the next
+// message that comes through them.
+func (w *Worker) removeStale(cm *autopaho.ConnectionManager, filters []string) {
+	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.PublishTimeout)
+	defer cancel()
+	ack, err := cm.Unsubscribe(ctx, &paho.Unsubscribe{Topics: filters})
+	if err != nil {
+		w.staleMu.Lock()
+		for _, f := range filters {
+			delete(w.staleDone, f)
+		}
+		w.staleMu.Unlock()
+		w.log.Warn("MQTT unsubscribe of an earlier scope's filters failed", "topics", filters, "err", err)
+		return
+	}
+	for i, f := range filters {
+		if ack != nil && i < len(ack.Reasons) && ack.Reasons[i] == 0 {
+			w.log.Info("MQTT subscription of an earlier scope removed from the session", "topic", f)
+		}
+	}
+}
+
+// dropStale removes, on a goroutine the worker waits for in Stop, the
+// filters of an earlier scope through which topic was just delivered.
+func (w *Worker) dropStale(topic string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ctx.Err() != nil || w.cm == nil {
+		return // stopping, or not started yet: the next such message tries again
+	}
+	todo := w.takeStale(topic)
+	if len(todo) == 0 {
+		return
+	}
+	cm := w.cm
+	w.connWG.Add(1)
+	go func() {
+		defer w.connWG.Done()
+		w.removeStale(cm, todo)
+	}()
 }
 
 func ackReasons(a *paho.Suback) []byte {
@@ -330,7 +420,22 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 			w.log.Debug("reserved user properties dropped", "topic", headerSafe(m.Topic), "dropped", m.Dropped)
 		}
 	}
-	if m.DeadLetter != "" {
+	if w.subIDs.Load() && (p.Properties == nil || p.Properties.SubscriptionIdentifier == nil || *p.Properties.SubscriptionIdentifier != w.subID) {
+		// Delivered through a subscription of an earlier scope that the
+		// session still holds: remove it, from the sibling workers'
+		// sessions too (they were subscribed alike, and each such filter
+		// would deliver a second copy of every message it matches). The
+		// message itself is handled like any other; out of scope, it is
+		// dead-lettered below.
+		for _, peer := range w.peers {
+			peer.dropStale(p.Topic)
+		}
+	}
+	if !InScope(p.Topic, w.cfg.OrgID) {
+		m.DeadLetter = fmt.Sprintf("topic %s is outside ORG_ID %s", headerSafe(p.Topic), w.cfg.OrgID)
+		f.reason = ReasonOutOfScope
+		w.log.Warn("dead-lettering message", "topic", headerSafe(m.Topic), "reason", m.DeadLetter)
+	} else if m.DeadLetter != "" {
 		f.reason = deadLetterReason(m)
 		w.log.Warn("dead-lettering message", "topic", headerSafe(m.Topic), "reason", m.DeadLetter)
 	} else if w.log.Enabled(w.ctx, slog.LevelDebug) {
