@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/health"
 )
 
 // Header names specific to this sink.
@@ -47,6 +48,11 @@ type Sink struct {
 	ready     atomic.Pointer[readyState]
 	stopReady chan struct{}
 	readyDone chan struct{} // closed when watchReady returned
+
+	health     health.Writes
+	repair     chan struct{} // asks repairLoop to recreate missing streams
+	stopRepair chan struct{}
+	repairDone chan struct{}
 }
 
 // readyRefresh is how often the connection status behind Ready is read.
@@ -82,6 +88,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 
 		stopReady: make(chan struct{}),
 		readyDone: make(chan struct{}),
+
+		repair:     make(chan struct{}, 1),
+		stopRepair: make(chan struct{}),
+		repairDone: make(chan struct{}),
+	}
+	if s.cfg.UnhealthyAfter <= 0 {
+		s.cfg.UnhealthyAfter = DefaultUnhealthyAfter
 	}
 	if err := s.setup(ctx); err != nil {
 		return nil, err
@@ -89,6 +102,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 	s.ready.Store(&readyState{err: s.connState()})
 	go s.ackLoop()
 	go s.watchReady()
+	go s.repairLoop()
 	return s, nil
 }
 
@@ -151,7 +165,16 @@ func Transient(err error) bool {
 // violation), so /readyz says why. It never blocks: it reports the state
 // read at most readyRefresh ago (or, while a write holds the connection,
 // the last state read).
-func (s *Sink) Ready() error { return s.ready.Load().err }
+//
+// Once every publish has failed for NATS_UNHEALTHY_AFTER (a deleted stream
+// the bridge cannot recreate, a server that refuses writes although the
+// connection is up) it says so, with the last error.
+func (s *Sink) Ready() error {
+	if err := s.ready.Load().err; err != nil {
+		return err
+	}
+	return s.health.Check(s.cfg.UnhealthyAfter)
+}
 
 // watchReady refreshes what Ready reports until Close.
 func (s *Sink) watchReady() {
@@ -200,6 +223,7 @@ func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
 	if err != nil {
 		s.mu.RUnlock()
 		<-s.window
+		s.observe(err)
 		done(s.classify(m, err))
 		return
 	}
@@ -218,6 +242,7 @@ func (s *Sink) ackLoop() {
 		case err = <-p.fut.Err():
 		}
 		<-s.window // before done, which may write again
+		s.observe(err)
 		p.done(s.classify(p.m, err))
 	}
 }
@@ -291,9 +316,10 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.closed = true
 		close(s.pending)
 		close(s.stopReady)
+		close(s.stopRepair)
 	}
 	s.mu.Unlock()
-	for _, done := range []chan struct{}{s.done, s.readyDone} {
+	for _, done := range []chan struct{}{s.done, s.readyDone, s.repairDone} {
 		select {
 		case <-done:
 		case <-ctx.Done():
