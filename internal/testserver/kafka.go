@@ -2,6 +2,7 @@ package testserver
 
 import (
 	"net"
+	"os"
 	"strconv"
 	"sync"
 	"testing"
@@ -150,6 +151,23 @@ func (k *Kafka) Close() {
 func (k *Kafka) Restart() {
 	k.t.Helper()
 	k.Close()
+	if err := k.start(startTimeout); err != nil {
+		k.t.Fatalf("testserver: restart kfake on port %d: %v", k.Port(), err)
+	}
+}
+
+// RestartEmpty closes the cluster and starts a new one on the same port
+// with nothing in it: no topics, records, groups or producer IDs, as a
+// cluster that lost its state. Call it from the test goroutine.
+func (k *Kafka) RestartEmpty() {
+	k.t.Helper()
+	k.Close()
+	if err := os.RemoveAll(k.dataDir); err != nil {
+		k.t.Fatalf("testserver: wipe kfake data %s: %v", k.dataDir, err)
+	}
+	if err := os.MkdirAll(k.dataDir, 0o755); err != nil {
+		k.t.Fatalf("testserver: wipe kfake data %s: %v", k.dataDir, err)
+	}
 	if err := k.start(startTimeout); err != nil {
 		k.t.Fatalf("testserver: restart kfake on port %d: %v", k.Port(), err)
 	}

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/health"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 )
 
@@ -47,6 +49,12 @@ type Sink struct {
 	mu      sync.RWMutex
 	closed  bool
 	pending sync.WaitGroup // records handed to Produce whose done has not run
+
+	health     health.Writes
+	repair     chan struct{} // asks repairLoop to recreate missing topics
+	recreated  atomic.Bool   // a produce failed with UNKNOWN_TOPIC_ID: purge before producing again
+	stopRepair chan struct{}
+	repairDone chan struct{}
 }
 
 // New connects to the cluster, waiting (with backoff, until ctx ends)
@@ -56,6 +64,9 @@ type Sink struct {
 // credentials) is returned.
 func New(ctx context.Context, conn kafkaconn.Config, cfg Config, log *slog.Logger) (*Sink, error) {
 	log = log.With("component", "sink", "backbone", "kafka")
+	if cfg.UnhealthyAfter <= 0 {
+		cfg.UnhealthyAfter = DefaultUnhealthyAfter
+	}
 	limits := kafkaconn.NewLimits(conn)
 	opts, err := kafkaconn.Options(conn, log)
 	if err != nil {
@@ -66,6 +77,12 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, log *slog.Logge
 		// The window bounds records in flight; franz-go's own bound only
 		// has to leave room for dead letters, which bypass the window.
 		kgo.MaxBufferedRecords(2*cfg.Window+1024),
+		// The topics exist once New returns, so a topic the cluster does
+		// not know was lost (a cluster wiped, a topic deleted): fail its
+		// records at the first metadata answer that says so, instead of
+		// after four, so that the repair loop recreates it within a
+		// second or two, while the workers retry the records.
+		kgo.UnknownTopicRetries(1),
 	)
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
@@ -88,8 +105,12 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, log *slog.Logge
 		window:        make(chan struct{}, cfg.Window),
 		queue:         newCompletionQueue(),
 		loopDone:      make(chan struct{}),
+		repair:        make(chan struct{}, 1),
+		stopRepair:    make(chan struct{}),
+		repairDone:    make(chan struct{}),
 	}
 	go s.completionLoop()
+	go s.repairLoop()
 	return s, nil
 }
 
@@ -109,8 +130,16 @@ func setup(ctx context.Context, cl *kgo.Client, conn kafkaconn.Config, limits *k
 	return nil
 }
 
-// Ready returns nil while the cluster answers (see kafkaconn.Monitor).
-func (s *Sink) Ready() error { return s.mon.Ready() }
+// Ready returns nil while the cluster answers (see kafkaconn.Monitor) and
+// writes succeed: once every produce has failed for KAFKA_UNHEALTHY_AFTER
+// (a cluster that answers but lost its topics, a partition without a
+// leader), it says so, with the last error.
+func (s *Sink) Ready() error {
+	if err := s.mon.Ready(); err != nil {
+		return err
+	}
+	return s.health.Check(s.cfg.UnhealthyAfter)
+}
 
 // Write produces m asynchronously; see bridge.Sink. done(nil) means the
 // record is acknowledged by all in-sync replicas. A dead letter does not
@@ -171,6 +200,7 @@ func (s *Sink) complete(c completion) {
 	if c.slot {
 		<-s.window
 	}
+	s.observe(c.err)
 	err := s.classify(c.r, c.err)
 	if err == nil && s.log.Enabled(context.Background(), slog.LevelDebug) {
 		s.log.Debug("record written", "topic", c.m.Topic, "kafka_topic", c.r.Topic, "partition", c.r.Partition, "offset", c.r.Offset)
@@ -199,6 +229,8 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.cancelProduce()
 	}
 	s.mon.Close()
+	close(s.stopRepair)
+	<-s.repairDone
 	s.cl.Close()
 	// Every promise has run now (Close fails what was left), so pending
 	// only waits for the completion loop to call the last done callbacks.

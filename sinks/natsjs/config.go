@@ -22,7 +22,15 @@ type Config struct {
 	DuplicateWindow time.Duration `env:"NATS_DUPLICATE_WINDOW" envDefault:"10m" desc:"JetStream dedupe window for Nats-Msg-Id; should exceed the longest redelivery delay (MQTT_SESSION_EXPIRY)"`
 	PublishWindow   int           `env:"NATS_PUBLISH_WINDOW" envDefault:"4096" desc:"async publishes awaiting a PubAck at most"`
 	AckTimeout      time.Duration `env:"NATS_ACK_TIMEOUT" envDefault:"5s" desc:"how long a publish waits for its PubAck before it is retried"`
+	// UnhealthyAfter is how long every publish may fail before Ready (and
+	// so /readyz and nr_bridge_backbone_connected) reports JetStream
+	// unhealthy although the connection is up.
+	UnhealthyAfter time.Duration `env:"NATS_UNHEALTHY_AFTER" envDefault:"15s" desc:"how long every publish may fail (e.g. a deleted stream) before /readyz reports NATS not ready"`
 }
+
+// DefaultUnhealthyAfter is NATS_UNHEALTHY_AFTER's default, also used by New
+// for a Config that leaves it zero.
+const DefaultUnhealthyAfter = 15 * time.Second
 
 // Validate checks the values; errors name the variable.
 func (c *Config) Validate() error {

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/health"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 )
 
@@ -53,6 +54,11 @@ type Sink struct {
 	ready     atomic.Pointer[readyState]
 	stopReady chan struct{}
 	readyDone chan struct{} // closed when watchReady returned
+
+	health     health.Writes
+	repair     chan struct{} // asks repairLoop to recreate missing streams
+	stopRepair chan struct{}
+	repairDone chan struct{}
 }
 
 // readyRefresh is how often the connection status behind Ready is read.
@@ -88,6 +94,13 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 
 		stopReady: make(chan struct{}),
 		readyDone: make(chan struct{}),
+
+		repair:     make(chan struct{}, 1),
+		stopRepair: make(chan struct{}),
+		repairDone: make(chan struct{}),
+	}
+	if s.cfg.UnhealthyAfter <= 0 {
+		s.cfg.UnhealthyAfter = DefaultUnhealthyAfter
 	}
 	if err := s.setup(ctx); err != nil {
 		return nil, err
@@ -95,6 +108,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 	s.ready.Store(&readyState{err: s.connState()})
 	go s.ackLoop()
 	go s.watchReady()
+	go s.repairLoop()
 	return s, nil
 }
 
@@ -157,7 +171,16 @@ func Transient(err error) bool {
 // violation), so /readyz says why. It never blocks: it reports the state
 // read at most readyRefresh ago (or, while a write holds the connection,
 // the last state read).
-func (s *Sink) Ready() error { return s.ready.Load().err }
+//
+// Once every publish has failed for NATS_UNHEALTHY_AFTER (a deleted stream
+// the bridge cannot recreate, a server that refuses writes although the
+// connection is up) it says so, with the last error.
+func (s *Sink) Ready() error {
+	if err := s.ready.Load().err; err != nil {
+		return err
+	}
+	return s.health.Check(s.cfg.UnhealthyAfter)
+}
 
 // watchReady refreshes what Ready reports until Close.
 func (s *Sink) watchReady() {
@@ -206,6 +229,7 @@ func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
 	if err != nil {
 		s.mu.RUnlock()
 		<-s.window
+		s.observe(err)
 		done(s.classify(msg, err))
 		return
 	}
@@ -224,6 +248,7 @@ func (s *Sink) ackLoop() {
 		case err = <-p.fut.Err():
 		}
 		<-s.window // before done, which may write again
+		s.observe(err)
 		p.done(s.classify(p.fut.Msg(), err))
 	}
 }
@@ -338,9 +363,10 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.closed = true
 		close(s.pending)
 		close(s.stopReady)
+		close(s.stopRepair)
 	}
 	s.mu.Unlock()
-	for _, done := range []chan struct{}{s.done, s.readyDone} {
+	for _, done := range []chan struct{}{s.done, s.readyDone, s.repairDone} {
 		select {
 		case <-done:
 		case <-ctx.Done():

@@ -1,0 +1,81 @@
+//go:build faults
+
+package faults
+
+import (
+	"context"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nr-bridge/nr-bridge/internal/testserver"
+)
+
+// TestKafkaLostState wipes kfake while events flow and starts it empty on
+// the same port, as a cluster that lost its state: the bridge recreates its
+// topics without a restart, and every event sent from the wipe on arrives.
+// Events Kafka had acknowledged before the wipe are gone with the cluster's
+// state, not lost by the bridge, so they are not counted.
+func TestKafkaLostState(t *testing.T) {
+	start := time.Now()
+	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{Persistence: true})
+	k := testserver.StartKafka(t, testserver.KafkaOptions{})
+	b := startBridge(t, bridgeBinary(t, false), "bridge", kafkaEnv(mq.URL(), k.Brokers(), "fi-kafkalost"))
+	before := startLoad(t, mq.URL(), defaultLoad("kafkalost-before"))
+	waitSent(t, before, 500)
+
+	before.Stop()
+	k.RestartEmpty()
+	after := startLoad(t, mq.URL(), defaultLoad("kafkalost-after"))
+	time.Sleep(outage)
+	after.Stop()
+
+	sent := after.IDs()
+	got := collectKafka(t, k.Brokers(), "nr.events", "Nr-Msg-Id", sent, 60*time.Second)
+	r := count("kafka-lost-state", start, sent, got)
+	r.Note = join(r.Note, "kfake wiped and started empty; events sent from the wipe on")
+	mustNotLose(t, r, sent, got)
+	b.waitReady(10 * time.Second)
+	if n := b.countLog("recreated"); n == 0 {
+		t.Errorf("no log line says the topics were recreated")
+	}
+	if code := b.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d", code)
+	}
+}
+
+// TestNATSStreamDeleted deletes NR_EVENTS while events flow: the bridge
+// recreates it without a restart, and every event sent from the deletion on
+// arrives.
+func TestNATSStreamDeleted(t *testing.T) {
+	start := time.Now()
+	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{Persistence: true})
+	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	b := startBridge(t, bridgeBinary(t, false), "bridge", natsEnv(mq.URL(), ns.URL(), "fi-natsdeleted"))
+	before := startLoad(t, mq.URL(), defaultLoad("natsdeleted-before"))
+	waitSent(t, before, 500)
+
+	_, js := connectNATS(t, ns.URL())
+	before.Stop()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "NR_EVENTS"); err != nil {
+		t.Fatal(err)
+	}
+	after := startLoad(t, mq.URL(), defaultLoad("natsdeleted-after"))
+	time.Sleep(outage)
+	after.Stop()
+
+	sent := after.IDs()
+	got := collectNATS(t, js, "NR_EVENTS", "Nats-Msg-Id", sent, 60*time.Second)
+	r := count("nats-stream-deleted", start, sent, got)
+	r.Note = join(r.Note, "NR_EVENTS deleted; events sent from the deletion on")
+	mustNotLose(t, r, sent, got)
+	b.waitReady(10 * time.Second)
+	if n := b.countLog("recreated"); n == 0 {
+		t.Errorf("no log line says the stream was recreated")
+	}
+	if code := b.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d", code)
+	}
+}
