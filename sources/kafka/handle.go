@@ -31,13 +31,18 @@ const (
 	HeaderOriginalSize = bridge.HeaderOriginalSize
 )
 
-// handle finishes one record: it publishes the command, or dead-letters a
-// record that can never be published (bad key, not a valid command,
-// expired, outside ORG_ID, refused by the broker for good). It returns nil
+// handle finishes one record: it publishes the command, skips another org's
+// command in a scoped group (see ownOrgOnly), or dead-letters a record that
+// can never be published (bad key, not a valid command, expired, outside
+// ORG_ID with a shared KAFKA_GROUP, refused by the broker for good). It returns nil
 // once the record is finished and may be committed, else why it must be
 // tried again.
 func (s *Source) handle(ctx context.Context, r *kgo.Record) error {
 	t, err := bridge.ParseCommandKey(string(r.Key))
+	if err == nil && s.ownOrgOnly() && t.Org != s.orgID {
+		// Another org's command: its own group publishes it.
+		return nil
+	}
 	var c bridge.Command
 	if err == nil {
 		c, err = bridge.ParseCommand(r.Value, time.Now(), s.limits)
@@ -64,6 +69,15 @@ func (s *Source) handle(ctx context.Context, r *kgo.Record) error {
 	}
 	return s.deadLetter(ctx, r, err)
 }
+
+// ownOrgOnly reports whether the source leaves other orgs' commands to
+// other groups: a scoped bridge in its derived group (KAFKA_GROUP empty),
+// where every scope reads the whole topic in a group of its own. It skips
+// (commits without publishing or dead-lettering) a command whose key names
+// another org, which the replicas of that org read in theirs. With a
+// KAFKA_GROUP set, groups may be shared across scopes, and such a command
+// is dead-lettered as out of scope as before, so that it is not lost.
+func (s *Source) ownOrgOnly() bool { return s.orgID != "" && s.conn.Group == "" }
 
 // maxDeadLetterKey bounds the key of a command dead letter. A command's key
 // is its target; one longer than this is not a valid target anyway (IDs

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -96,7 +97,7 @@ func TestHostileBodiesDeadLettered(t *testing.T) {
 	produce(t, producer(t, k), recs...)
 	adm := newAdmin(t, k)
 	testserver.WaitFor(t, 30*time.Second, "4 dead letters", func() bool { return recordCount(adm, "nr.dlq") >= len(cases) })
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	dls := readTopic(t, k, "nr.dlq", len(cases))
 	if len(dls) != len(cases) {
 		t.Fatalf("nr.dlq has %d records, want %d", len(dls), len(cases))
@@ -156,7 +157,7 @@ func TestHugeKeyAndHeaderDeadLettered(t *testing.T) {
 	})
 	t.Logf("good commands published %v after producing", time.Since(start).Round(time.Millisecond))
 	adm := newAdmin(t, k)
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	if n := recordCount(adm, "nr.dlq"); n != 3 {
 		t.Fatalf("nr.dlq has %d records, want 3", n)
 	}
@@ -249,7 +250,7 @@ func TestDeadLetterRefusedIsCutToMinimum(t *testing.T) {
 		&kgo.Record{Topic: "nr.commands", Key: []byte("org/acme/node/n1"), Value: command("sentinel", 60)},
 	)
 	testserver.WaitFor(t, 30*time.Second, "the sentinel", func() bool { return len(agent.Received()) > 0 })
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	dls := readTopic(t, k, "nr.dlq", 1)
 	if len(dls) != 1 {
 		t.Fatalf("nr.dlq has %d records, want 1", len(dls))

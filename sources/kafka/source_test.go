@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -77,7 +78,7 @@ func TestCommandsToMQTTAndDeadLetters(t *testing.T) {
 
 	adm := newAdmin(t, k)
 	testserver.WaitFor(t, 30*time.Second, "three dead letters", func() bool { return recordCount(adm, "nr.dlq") >= 3 })
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	dls := readTopic(t, k, "nr.dlq", 3)
 	if len(dls) != 3 {
 		t.Fatalf("nr.dlq has %d records, want 3", len(dls))
@@ -144,11 +145,11 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	members := func() int {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		gs, err := adm.DescribeGroups(ctx, cfg.Group)
+		gs, err := adm.DescribeGroups(ctx, kafkaconn.DefaultGroup)
 		if err != nil {
 			return -1
 		}
-		g := gs[cfg.Group]
+		g := gs[kafkaconn.DefaultGroup]
 		if g.State != "Stable" {
 			return -1
 		}
@@ -183,7 +184,7 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	testserver.WaitFor(t, 30*time.Second, "two members with partitions again", func() bool { return members() == 2 })
 
 	testserver.WaitFor(t, 60*time.Second, "every command delivered", func() bool { return distinct() >= total })
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	got := byCorrelation(agent.Received())
 	dups := 0
 	for i := 0; i < total; i++ {
@@ -222,7 +223,7 @@ func TestRetryUntilBrokerUpOrTTLRunsOut(t *testing.T) {
 	if reason, _ := header(dl, bridge.HeaderError); !strings.Contains(reason, "expired") {
 		t.Fatalf("Nr-Error %q, want expired", reason)
 	}
-	if allCommitted(adm, cfg.Group, "nr.commands") {
+	if allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") {
 		t.Fatal("the long-lived command was committed before it was published")
 	}
 
@@ -231,7 +232,7 @@ func TestRetryUntilBrokerUpOrTTLRunsOut(t *testing.T) {
 	testserver.WaitFor(t, 30*time.Second, "long-lived command delivered once the broker is up", func() bool {
 		return len(byCorrelation(agent.Received())["c-long"]) > 0
 	})
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	if n := recordCount(adm, "nr.dlq"); n != 1 {
 		t.Fatalf("%d dead letters, want 1", n)
 	}
