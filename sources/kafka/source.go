@@ -54,17 +54,18 @@ const commitTimeout = 10 * time.Second
 // partition's next owner: nothing is skipped. Retrying ends when the
 // command's TTL runs out; it is then dead-lettered as expired.
 type Source struct {
-	conn   kafkaconn.Config
-	cfg    Config
-	pub    Publisher
-	limits bridge.CommandLimits
-	orgID  string // ORG_ID, "" when unscoped
-	group  string // the consumer group, see Group
-	dlq    *kafkaconn.Limits
-	base   []kgo.Opt   // connection options, for the admin client of Start
-	opts   []kgo.Opt   // base plus the consumer's
-	cl     *kgo.Client // created by Start
-	log    *slog.Logger
+	conn       kafkaconn.Config
+	cfg        Config
+	pub        Publisher
+	limits     bridge.CommandLimits
+	orgID      string // ORG_ID, "" when unscoped
+	instanceID string // group instance ID (static membership), "" for none
+	group      string // the consumer group, see Group
+	dlq        *kafkaconn.Limits
+	base       []kgo.Opt   // connection options, for the admin client of Start
+	opts       []kgo.Opt   // base plus the consumer's
+	cl         *kgo.Client // created by Start
+	log        *slog.Logger
 
 	produceCtx    context.Context // dead-letter produces; ends after the client closed
 	cancelProduce context.CancelFunc
@@ -82,25 +83,35 @@ type Source struct {
 // scope (ORG_ID); *bridge.Publisher has it.
 type scoped interface{ OrgID() string }
 
+// identified is what the source asks of its publisher for a name that is
+// stable per replica and unique across replicas: its MQTT client ID
+// (<MQTT_CLIENT_ID>-pub), which becomes the group instance ID (static
+// membership, see New); *bridge.Publisher has it.
+type identified interface{ ClientID() string }
+
 // New returns a source reading conn.CommandsTopic as a member of the
 // commands group (conn.CommandsGroup of the publisher's ORG_ID, see Group)
 // and publishing through pub; commands are parsed with limits. It does not
 // connect yet: Start does.
 func New(conn kafkaconn.Config, cfg Config, pub Publisher, limits bridge.CommandLimits, log *slog.Logger) (*Source, error) {
-	orgID := ""
+	orgID, instanceID := "", ""
 	if sp, ok := pub.(scoped); ok {
 		orgID = sp.OrgID()
 	}
+	if ip, ok := pub.(identified); ok {
+		instanceID = ip.ClientID()
+	}
 	s := &Source{
-		conn:   conn,
-		cfg:    cfg,
-		pub:    pub,
-		limits: limits,
-		orgID:  orgID,
-		group:  conn.CommandsGroup(orgID),
-		dlq:    kafkaconn.NewLimits(conn),
-		log:    log.With("component", "source", "backbone", "kafka"),
-		done:   make(chan struct{}),
+		conn:       conn,
+		cfg:        cfg,
+		pub:        pub,
+		limits:     limits,
+		orgID:      orgID,
+		instanceID: instanceID,
+		group:      conn.CommandsGroup(orgID),
+		dlq:        kafkaconn.NewLimits(conn),
+		log:        log.With("component", "source", "backbone", "kafka"),
+		done:       make(chan struct{}),
 	}
 	base, err := kafkaconn.Options(conn, s.log)
 	if err != nil {
@@ -136,6 +147,13 @@ func New(conn kafkaconn.Config, cfg Config, pub Publisher, limits bridge.Command
 		}),
 		kgo.ProducerBatchMaxBytesFn(s.dlq.MaxBytes),
 	)
+	if instanceID != "" {
+		// Static membership: a replica that crashes and comes back within
+		// the session timeout gets its partitions back at its join,
+		// instead of the group waiting out the dead member's session
+		// (45 s) before it rebalances. Stop leaves explicitly.
+		opts = append(opts, kgo.InstanceID(instanceID))
+	}
 	s.opts = opts
 	s.produceCtx, s.cancelProduce = context.WithCancel(context.Background())
 	return s, nil
@@ -443,6 +461,18 @@ func (s *Source) Stop(ctx context.Context) error {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	if lerr := s.cl.LeaveGroupContext(lctx); lerr != nil && !errors.Is(lerr, context.DeadlineExceeded) {
 		s.log.Warn("leaving the consumer group failed", "err", lerr)
+	}
+	if s.instanceID != "" {
+		// A static member's LeaveGroup above only stops the group
+		// management; leave by instance ID, so that a stop (not a crash)
+		// still hands the partitions over at once.
+		resps, lerr := kadm.NewClient(s.cl).LeaveGroup(lctx, kadm.LeaveGroup(s.group).InstanceIDs(s.instanceID))
+		if lerr == nil {
+			lerr = resps.Error()
+		}
+		if lerr != nil {
+			s.log.Warn("leaving the consumer group failed; the partitions move after the session timeout", "instance_id", s.instanceID, "err", lerr)
+		}
 	}
 	cancel()
 	s.cl.CloseAllowingRebalance()

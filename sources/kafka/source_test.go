@@ -130,8 +130,6 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	k, cfg := setupKafka(t)
 	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	agent := testclient.ConnectMQTT(t, mq.URL(), "agent", "org/acme/#")
-	pub := startPublisher(t, mq.URL())
-	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
 
 	const total = 400
 	var recs []*kgo.Record
@@ -163,12 +161,16 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	}
 	// Slow publishing down so that the stream is still flowing while the
 	// group changes.
-	slow := slowPublisher{Publisher: pub, delay: 10 * time.Millisecond}
-	first := startSource(t, cfg, slow, 5)
+	slow := func(clientID string) slowPublisher {
+		p := startNamedPublisher(t, mq.URL(), clientID)
+		testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return p.Ready() == nil })
+		return slowPublisher{Publisher: p, delay: 10 * time.Millisecond}
+	}
+	first := startSource(t, cfg, slow("bridge-1"), 5)
 	testserver.WaitFor(t, 30*time.Second, "first commands delivered", func() bool { return distinct() >= 30 })
 	// A second member joins: the partitions are rebalanced while the
 	// first is publishing.
-	startSource(t, cfg, slow, 5)
+	startSource(t, cfg, slow("bridge-2"), 5)
 	testserver.WaitFor(t, 30*time.Second, "two members with partitions", func() bool { return members() == 2 })
 	// The first member stops mid-stream; its partitions move over.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -177,7 +179,7 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	// And a third member replaces it (a restart).
-	startSource(t, cfg, slow, 5)
+	startSource(t, cfg, slow("bridge-3"), 5)
 	if n := distinct(); n >= total {
 		t.Fatalf("all %d commands were delivered before the group changed; the test proves nothing", n)
 	}
