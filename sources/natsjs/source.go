@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,8 +38,10 @@ type Publisher interface {
 	DeadLettered(err error)
 }
 
-// Source consumes the commands stream. Each message is handled once at a
-// time by one of Concurrency workers:
+// Source consumes the commands stream through its durable consumer (see
+// Config.ConsumerFor: one per scope, filtered to its org's subjects for a
+// scoped bridge). Each message is handled once at a time by one of
+// Concurrency workers:
 //
 //   - target from the subject, body through bridge.ParseCommand, then
 //     Publisher.Publish with source "stream";
@@ -60,9 +63,14 @@ type Source struct {
 	js      jetstream.JetStream
 	cfg     Config
 	streams sinknatsjs.Config
-	pub     Publisher
-	log     *slog.Logger
-	backoff func(int) time.Duration
+	orgID   string // ORG_ID, "" when unscoped
+	// consumer is the durable (Config.ConsumerFor), filters its subjects
+	// when it is a scoped replica's own.
+	consumer string
+	filters  []string
+	pub      Publisher
+	log      *slog.Logger
+	backoff  func(int) time.Duration
 
 	ctx      context.Context // cancelled when Stop gives up waiting
 	cancel   context.CancelFunc
@@ -85,10 +93,24 @@ type delivery struct {
 // subject prefix, the dead-letter stream and how streams are managed. Start
 // begins consuming.
 func New(js jetstream.JetStream, cfg Config, streams sinknatsjs.Config, pub Publisher, log *slog.Logger) *Source {
+	orgID := ""
+	if sp, ok := pub.(interface{ OrgID() string }); ok {
+		orgID = sp.OrgID()
+	}
+	var filters []string
+	if cfg.Consumer == "" && orgID != "" {
+		// Its own consumer, on its own org's commands only: the others
+		// stay for the replicas of their org.
+		p := streams.SubjectPrefix
+		filters = []string{p + ".org." + orgID + ".node.*.cmd", p + ".org." + orgID + ".broadcast.cmd"}
+	}
 	return &Source{
 		js:       js,
 		cfg:      cfg,
 		streams:  streams,
+		orgID:    orgID,
+		consumer: cfg.ConsumerFor(orgID),
+		filters:  filters,
 		pub:      pub,
 		log:      log.With("component", "commands", "backbone", "nats"),
 		backoff:  bridge.Backoff(cfg.RetryMin, cfg.RetryMax),
@@ -102,6 +124,10 @@ func New(js jetstream.JetStream, cfg Config, streams sinknatsjs.Config, pub Publ
 // ends, then starts the workers and consuming. A refusal from the server is
 // returned. ctx only bounds the setup; Stop ends the consuming.
 func (s *Source) Start(ctx context.Context) error {
+	if s.cfg.Consumer != "" && s.orgID != "" && !strings.Contains(s.cfg.Consumer, s.orgID) {
+		s.log.Warn("NATS_COMMANDS_CONSUMER is set with ORG_ID: replicas of other orgs on this consumer take this org's commands and dead-letter them as out of scope; leave it empty for a consumer per org",
+			"consumer", s.cfg.Consumer, "org", s.orgID)
+	}
 	cons, err := s.setup(ctx)
 	if err != nil {
 		return err
@@ -121,10 +147,10 @@ func (s *Source) Start(ctx context.Context) error {
 	)
 	if err != nil {
 		s.stopWorkers()
-		return fmt.Errorf("consume %s/%s: %w", s.cfg.Stream, s.cfg.Consumer, err)
+		return fmt.Errorf("consume %s/%s: %w", s.cfg.Stream, s.consumer, err)
 	}
 	s.cc = cc
-	s.log.Info("consuming commands", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer, "concurrency", s.cfg.Concurrency)
+	s.log.Info("consuming commands", "stream", s.cfg.Stream, "consumer", s.consumer, "concurrency", s.cfg.Concurrency)
 	return nil
 }
 
