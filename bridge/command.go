@@ -213,11 +213,16 @@ var commandFieldNames = [cmdFieldCount]string{
 //
 // Every field is required and must have its JSON type: numbers must be
 // written as integers (1.5, 1e3 and "10" are rejected), payload must be an
-// object. Field names match exactly (case-sensitive). Unknown top-level
+// object, type and correlation_id printable UTF-8 without control
+// characters. Field names match exactly (case-sensitive). Unknown top-level
 // fields are accepted and ignored, so issuers can add fields before the
 // bridge knows them; they still reach the agent in Raw. A known field given
-// twice is rejected, because the agent's JSON parser might pick the other
-// value than the one validated here.
+// twice, or a top-level key that equals a field name ignoring case but is
+// not exactly it ("TYPE", "Payload", "ttl_\u017fec"), is rejected with a
+// FieldError naming the field: keys are compared as decoded, so JSON
+// escapes ("\u0054YPE", "typ\u0065") change nothing, and the agent's JSON
+// parser, which may match keys ignoring case as Go's encoding/json does,
+// could otherwise act on another value than the one validated here.
 //
 // The error wraps ErrMalformed when body is not a single JSON object (or
 // not valid UTF-8), is a *FieldError (wrapping ErrInvalidCommand) for the
@@ -244,6 +249,11 @@ func ParseCommand(body []byte, now time.Time, limits CommandLimits) (Command, er
 	if c.Type, err = commandString(fields, cmdFieldType, limits.MaxStringLen); err != nil {
 		return Command{}, err
 	}
+	// type ends up in log lines and the agent's dispatch: a CR, LF, NUL or
+	// escape sequence in it is never a command name.
+	if !commandText(c.Type) {
+		return Command{}, &FieldError{Field: "type", Reason: "must be printable UTF-8 without control characters"}
+	}
 
 	version, ok := commandInt(fields[cmdFieldVersion], 1, math.MaxInt)
 	if !ok {
@@ -254,10 +264,7 @@ func ParseCommand(body []byte, now time.Time, limits CommandLimits) (Command, er
 	if c.CorrelationID, err = commandString(fields, cmdFieldCorrelationID, limits.MaxStringLen); err != nil {
 		return Command{}, err
 	}
-	// U+FFFD is also what encoding/json makes of a lone surrogate escape
-	// (\ud800), which another parser may decode differently; the agent must
-	// see the very ID the reply will carry.
-	if !commandPrintable(c.CorrelationID) || strings.ContainsRune(c.CorrelationID, utf8.RuneError) {
+	if !commandText(c.CorrelationID) {
 		return Command{}, &FieldError{Field: "correlation_id", Reason: "must be printable UTF-8 without control characters"}
 	}
 
@@ -335,12 +342,21 @@ func commandFields(body []byte) ([cmdFieldCount]json.RawMessage, error) {
 		}
 		for i, name := range commandFieldNames {
 			if key != name {
+				// Go's encoding/json and many agents' parsers fill a
+				// field from a key that matches it ignoring case (with
+				// Unicode folding: "ttl_\u017fec" is ttl_sec), so the
+				// agent might read this value instead of the one
+				// validated here.
+				if dup == nil && strings.EqualFold(key, name) {
+					dup = &FieldError{Field: name, Reason: fmt.Sprintf("key %q differs from it only in case", key)}
+				}
 				continue
 			}
 			if fields[i] != nil && dup == nil {
 				dup = &FieldError{Field: name, Reason: "duplicate key"}
 			}
 			fields[i] = v
+			break
 		}
 	}
 	if _, err := dec.Token(); err != nil { // the closing '}'
@@ -421,6 +437,15 @@ func commandPrintable(s string) bool {
 		}
 	}
 	return true
+}
+
+// commandText reports whether s may be a type or correlation_id:
+// commandPrintable and no U+FFFD, which is also what encoding/json makes of
+// a lone surrogate escape (\ud800) that another parser may decode
+// differently; the agent must see the very string validated here (and the
+// reply carry the very correlation ID).
+func commandText(s string) bool {
+	return commandPrintable(s) && !strings.ContainsRune(s, utf8.RuneError)
 }
 
 // commandAhead formats a number of seconds as a duration, without

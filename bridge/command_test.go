@@ -9,7 +9,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
 )
 
 // cmdNow is the bridge's clock in these tests; the fraction matters for the
@@ -159,7 +158,7 @@ func TestParseCommandFieldErrors(t *testing.T) {
 	}
 	tests = append(tests,
 		tc{name: "empty object", body: []byte(`{}`), field: "type", reason: "required"},
-		tc{name: "field names are case-sensitive", body: bytes.Replace(cmdDoc(nil), []byte(`"type"`), []byte(`"Type"`), 1), field: "type", reason: "required"},
+		tc{name: "field name in another case", body: bytes.Replace(cmdDoc(nil), []byte(`"type"`), []byte(`"Type"`), 1), field: "type", reason: `key "Type" differs from it only in case`},
 
 		tc{name: "type number", body: cmdDoc(map[string]string{"type": `1`}), field: "type", reason: "must be a string"},
 		tc{name: "type null", body: cmdDoc(map[string]string{"type": `null`}), field: "type", reason: "must be a string"},
@@ -218,6 +217,27 @@ func TestParseCommandFieldErrors(t *testing.T) {
 		tc{name: "duplicate known key", body: []byte(`{"type":"a","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":99999,"payload":{},"ttl_sec":10}`), field: "ttl_sec", reason: "duplicate key"},
 		tc{name: "duplicate via escape", body: []byte(`{"type":"a","t\u0079pe":"b","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{}}`), field: "type", reason: "duplicate key"},
 		tc{name: "first field error wins", body: cmdDoc(map[string]string{"type": `""`, "ttl_sec": `0`}), field: "type", reason: "must not be empty"},
+
+		// Go's encoding/json and many agents' parsers match keys ignoring
+		// case (Unicode simple folding: ſ is s, K is k); the agent might
+		// run the other value.
+		tc{name: "case variant after the field", body: []byte(`{"type":"ping","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{},"TYPE":"factory-reset","Payload":{"wipe":true}}`), field: "type", reason: `key "TYPE" differs from it only in case`},
+		tc{name: "case variant before the field", body: []byte(`{"Payload":{"wipe":true},"type":"ping","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{}}`), field: "payload", reason: `key "Payload" differs from it only in case`},
+		tc{name: "case variant written with escapes", body: []byte(`{"type":"ping","\u0054YPE":"factory-reset","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{}}`), field: "type", reason: `key "TYPE" differs from it only in case`},
+		tc{name: "duplicate written with an escape", body: []byte(`{"type":"ping","typ\u0065":"factory-reset","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{}}`), field: "type", reason: "duplicate key"},
+		tc{name: "case variant with long s", body: []byte(`{"type":"ping","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"ttl_\u017fec":86400,"payload":{}}`), field: "ttl_sec", reason: `key "ttl_ſec" differs from it only in case`},
+		tc{name: "case variant of correlation_id", body: []byte(`{"type":"ping","version":1,"Correlation_ID":"other","correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{}}`), field: "correlation_id", reason: `key "Correlation_ID" differs from it only in case`},
+		tc{name: "case variant of version, issued_at", body: []byte(`{"type":"ping","version":1,"VERSION":2,"correlation_id":"c","ISSUED_AT":1,"issued_at":1700000000,"ttl_sec":10,"payload":{}}`), field: "version", reason: `key "VERSION" differs from it only in case`},
+		tc{name: "case variant with another error after it", body: []byte(`{"TTL_SEC":5,"type":"","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{}}`), field: "ttl_sec", reason: `key "TTL_SEC" differs from it only in case`},
+
+		tc{name: "type newline", body: cmdDoc(map[string]string{"type": `"reboot\nnow"`}), field: "type", reason: "must be printable UTF-8 without control characters"},
+		tc{name: "type NUL", body: cmdDoc(map[string]string{"type": `"reboot\u0000"`}), field: "type", reason: "must be printable UTF-8 without control characters"},
+		tc{name: "type CR LF", body: cmdDoc(map[string]string{"type": `"a\r\nNats-Rollup: all"`}), field: "type", reason: "must be printable UTF-8 without control characters"},
+		tc{name: "type DEL", body: cmdDoc(map[string]string{"type": `"a\u007f"`}), field: "type", reason: "must be printable UTF-8 without control characters"},
+		tc{name: "type C1 control", body: cmdDoc(map[string]string{"type": `"a\u009b"`}), field: "type", reason: "must be printable UTF-8 without control characters"},
+		tc{name: "type lone surrogate escape", body: cmdDoc(map[string]string{"type": `"a\udc00"`}), field: "type", reason: "must be printable UTF-8 without control characters"},
+		tc{name: "type bidi override", body: cmdDoc(map[string]string{"type": `"a\u202e"`}), field: "type", reason: "must be printable UTF-8 without control characters"},
+		tc{name: "correlation_id CR LF", body: cmdDoc(map[string]string{"correlation_id": `"c\r\nNr-Org: other"`}), field: "correlation_id", reason: "must be printable UTF-8 without control characters"},
 	)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -754,6 +774,10 @@ func FuzzParseCommand(f *testing.F) {
 	f.Add([]byte(`null`))
 	f.Add([]byte(``))
 	f.Add([]byte("{\"type\":\"\xff\"}"))
+	f.Add([]byte(`{"type":"ping","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{},"TYPE":"factory-reset","Payload":{"wipe":true}}`))
+	f.Add([]byte(`{"type":"ping","\u0054YPE":"x","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{}}`))
+	f.Add([]byte(`{"type":"ping","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_\u017fec":10,"payload":{}}`))
+	f.Add([]byte(`{"type":"a\r\nb","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{}}`))
 	limits := DefaultCommandLimits()
 	f.Fuzz(func(t *testing.T, body []byte) {
 		in := bytes.Clone(body)
@@ -780,8 +804,25 @@ func FuzzParseCommand(f *testing.F) {
 		if !bytes.Equal(c.Raw(), body) {
 			t.Fatalf("Raw() = %q, want %q", c.Raw(), body)
 		}
-		if c.Type == "" || len(c.Type) > limits.MaxStringLen || !utf8.ValidString(c.Type) {
+		if c.Type == "" || len(c.Type) > limits.MaxStringLen || !commandText(c.Type) {
 			t.Fatalf("bad type %q", c.Type)
+		}
+		// No top-level key that an agent matching keys ignoring case
+		// could take for a field, and no field twice.
+		dec0 := json.NewDecoder(bytes.NewReader(body))
+		_, _ = dec0.Token()
+		seen := map[string]bool{}
+		for dec0.More() {
+			tok, _ := dec0.Token()
+			key := tok.(string)
+			var skip json.RawMessage
+			_ = dec0.Decode(&skip)
+			for _, name := range commandFieldNames {
+				if strings.EqualFold(key, name) && (key != name || seen[name]) {
+					t.Fatalf("accepted key %q next to field %s", key, name)
+				}
+			}
+			seen[key] = true
 		}
 		if c.CorrelationID == "" || len(c.CorrelationID) > limits.MaxStringLen || !commandPrintable(c.CorrelationID) {
 			t.Fatalf("bad correlation_id %q", c.CorrelationID)
@@ -816,4 +857,25 @@ func FuzzParseCommand(f *testing.F) {
 			t.Fatalf("agent view %v differs from %+v", m, c)
 		}
 	})
+}
+
+// The threat the case checks answer: Go's encoding/json, like many agents'
+// parsers, fills a field from a key that matches it only ignoring case (the
+// last one wins), so an agent decoding a body ParseCommand had accepted with
+// "type":"ping" would run "factory-reset".
+func TestAgentParserMatchesKeysIgnoringCase(t *testing.T) {
+	var agent struct {
+		Type    string         `json:"type"`
+		Payload map[string]any `json:"payload"`
+	}
+	body := `{"type":"ping","payload":{},"\u0054YPE":"factory-reset","Payload":{"wipe":true}}`
+	if err := json.Unmarshal([]byte(body), &agent); err != nil {
+		t.Fatal(err)
+	}
+	if agent.Type != "factory-reset" || agent.Payload["wipe"] != true {
+		t.Fatalf("agent decoded %+v; the case check guards against something that does not happen", agent)
+	}
+	if _, err := ParseCommand([]byte(`{"type":"ping","version":1,"correlation_id":"c","issued_at":1700000000,"ttl_sec":10,"payload":{},"\u0054YPE":"factory-reset"}`), cmdNow, DefaultCommandLimits()); err == nil {
+		t.Fatal("ParseCommand accepted it")
+	}
 }

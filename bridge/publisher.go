@@ -207,6 +207,11 @@ func (p *Publisher) Observe(o PublishObserver) { p.observer = o }
 // ClientID is the publisher's MQTT client ID, <MQTT_CLIENT_ID>-pub.
 func (p *Publisher) ClientID() string { return p.clientID }
 
+// OrgID is the bridge's scope, ORG_ID ("" when unscoped): the commands
+// sources derive the name they share with the replicas of the same scope
+// from it.
+func (p *Publisher) OrgID() string { return p.cfg.OrgID }
+
 // Limits returns the command limits (defaults filled in) that callers pass
 // to ParseCommand, so the HTTP API and every source validate alike.
 func (p *Publisher) Limits() CommandLimits { return p.limits }

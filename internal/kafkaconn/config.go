@@ -29,7 +29,7 @@ type Config struct {
 	RepliesTopic  string `env:"KAFKA_REPLIES_TOPIC" envDefault:"nr.replies" desc:"topic for command replies, keyed org/<org>/node/<node>"`
 	CommandsTopic string `env:"KAFKA_COMMANDS_TOPIC" envDefault:"nr.commands" desc:"topic the bridge reads commands from, keyed org/<org>/node/<node> or org/<org>/broadcast"`
 	DLQTopic      string `env:"KAFKA_DLQ_TOPIC" envDefault:"nr.dlq" desc:"topic for dead letters (rejected events, replies and commands) with the reason in Nr-Error"`
-	Group         string `env:"KAFKA_GROUP" envDefault:"nr-bridge" desc:"consumer group of the commands reader; every replica joins it, so each command is published once"`
+	Group         string `env:"KAFKA_GROUP" desc:"consumer group of the commands reader, shared by the replicas of one scope so each command is published once; empty: nr-bridge, or nr-bridge-<ORG_ID> with ORG_ID"`
 
 	CreateTopics      bool  `env:"KAFKA_CREATE_TOPICS" envDefault:"true" desc:"create missing topics at start; false = the topics must exist (managed clusters)"`
 	TopicPartitions   int32 `env:"KAFKA_TOPIC_PARTITIONS" envDefault:"6" desc:"partitions of each topic the bridge creates (-1 = the broker's num.partitions)"`
@@ -48,6 +48,25 @@ const (
 // limit (see Limits) for the record and batch framing when its value is cut
 // to fit.
 const DeadLetterMargin = 8192
+
+// DefaultGroup is the commands consumer group of a bridge without ORG_ID
+// when KAFKA_GROUP is empty; see CommandsGroup.
+const DefaultGroup = "nr-bridge"
+
+// CommandsGroup is the consumer group the commands reader joins: KAFKA_GROUP
+// when set, else DefaultGroup for an unscoped bridge and
+// "nr-bridge-<orgID>" for one scoped to orgID (ORG_ID). Replicas share the
+// partitions of their group, so replicas of different scopes in one group
+// would take each other's commands and dead-letter them as out of scope.
+func (c *Config) CommandsGroup(orgID string) string {
+	switch {
+	case c.Group != "":
+		return c.Group
+	case orgID != "":
+		return DefaultGroup + "-" + orgID
+	}
+	return DefaultGroup
+}
 
 // BrokerList returns the seed brokers of KAFKA_BROKERS, trimmed, without
 // empty entries.
@@ -126,9 +145,6 @@ func (c *Config) Validate() error {
 		if t.v == c.CommandsTopic {
 			return fmt.Errorf("KAFKA_COMMANDS_TOPIC and %s must differ, both are %q", t.name, t.v)
 		}
-	}
-	if c.Group == "" {
-		return fmt.Errorf("KAFKA_GROUP must not be empty")
 	}
 	if c.TopicPartitions != -1 && (c.TopicPartitions < 1 || c.TopicPartitions > 10000) {
 		return fmt.Errorf("KAFKA_TOPIC_PARTITIONS must be -1 or between 1 and 10000, got %d", c.TopicPartitions)

@@ -41,7 +41,7 @@ func TestConfigDefaults(t *testing.T) {
 	want := kafkaconn.Config{
 		Brokers: "localhost:9092", ClientID: "nr-bridge",
 		EventsTopic: "nr.events", RepliesTopic: "nr.replies", CommandsTopic: "nr.commands", DLQTopic: "nr.dlq",
-		Group: "nr-bridge", CreateTopics: true, TopicPartitions: 6, ReplicationFactor: -1, MaxMessageBytes: 1000000,
+		CreateTopics: true, TopicPartitions: 6, ReplicationFactor: -1, MaxMessageBytes: 1000000,
 	}
 	if cfg != want {
 		t.Fatalf("defaults\n got %+v\nwant %+v", cfg, want)

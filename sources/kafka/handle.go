@@ -11,6 +11,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 )
 
 // Dead-letter header names specific to Kafka commands (DESIGN.md): where
@@ -21,18 +22,27 @@ const (
 	HeaderSourcePartition = "Nr-Source-Partition"
 	HeaderSourceOffset    = "Nr-Source-Offset"
 	HeaderSourceKey       = "Nr-Source-Key"
+	// HeaderSourceKeySize is set on a dead letter whose record key was
+	// cut (keys longer than maxDeadLetterKey): the length of the original
+	// key, which Nr-Source-Key may hold only in part.
+	HeaderSourceKeySize = "Nr-Source-Key-Size"
 	// HeaderOriginalSize is set on a dead letter whose value was cut to
 	// fit the dead-letter topic; it holds the original length.
-	HeaderOriginalSize = "Nr-Original-Size"
+	HeaderOriginalSize = bridge.HeaderOriginalSize
 )
 
-// handle finishes one record: it publishes the command, or dead-letters a
-// record that can never be published (bad key, not a valid command,
-// expired, outside ORG_ID, refused by the broker for good). It returns nil
+// handle finishes one record: it publishes the command, skips another org's
+// command in a scoped group (see ownOrgOnly), or dead-letters a record that
+// can never be published (bad key, not a valid command, expired, outside
+// ORG_ID with a shared KAFKA_GROUP, refused by the broker for good). It returns nil
 // once the record is finished and may be committed, else why it must be
 // tried again.
 func (s *Source) handle(ctx context.Context, r *kgo.Record) error {
 	t, err := bridge.ParseCommandKey(string(r.Key))
+	if err == nil && s.ownOrgOnly() && t.Org != s.orgID {
+		// Another org's command: its own group publishes it.
+		return nil
+	}
 	var c bridge.Command
 	if err == nil {
 		c, err = bridge.ParseCommand(r.Value, time.Now(), s.limits)
@@ -60,67 +70,105 @@ func (s *Source) handle(ctx context.Context, r *kgo.Record) error {
 	return s.deadLetter(ctx, r, err)
 }
 
+// ownOrgOnly reports whether the source leaves other orgs' commands to
+// other groups: a scoped bridge in its derived group (KAFKA_GROUP empty),
+// where every scope reads the whole topic in a group of its own. It skips
+// (commits without publishing or dead-lettering) a command whose key names
+// another org, which the replicas of that org read in theirs. With a
+// KAFKA_GROUP set, groups may be shared across scopes, and such a command
+// is dead-lettered as out of scope as before, so that it is not lost.
+func (s *Source) ownOrgOnly() bool { return s.orgID != "" && s.conn.Group == "" }
+
+// maxDeadLetterKey bounds the key of a command dead letter. A command's key
+// is its target; one longer than this is not a valid target anyway (IDs
+// are at most 64 characters), and copying a huge key (issue 18: 600,000
+// bytes) would make the dead letter larger than the topic takes. The full
+// length is then in Nr-Source-Key-Size, the key itself in Nr-Source-Key as
+// far as FitDeadLetter leaves it.
+const maxDeadLetterKey = 256
+
 // deadLetter writes r to the dead-letter topic with the reason and its
 // origin, and waits for Kafka's acknowledgement: only then may r's offset be
-// committed.
+// committed. The dead letter always fits the topic's limit (see
+// deadLetterRecord); if Kafka still refuses it for good
+// (kafkaconn.Permanent: the topic's max.message.bytes was lowered after
+// Start, say) it is cut to its minimum, the reason and the origin without
+// the value, and written again. A failure is returned, and the record is
+// tried again after a backoff: a transient one until Kafka takes it, one
+// where even the minimum is refused for good until an operator fixes the
+// topic (logged as an ERROR).
 func (s *Source) deadLetter(ctx context.Context, r *kgo.Record, reason error) error {
-	dl := s.deadLetterRecord(r, reason)
+	headers := deadLetterHeaders(r, reason)
+	key := r.Key[:min(len(r.Key), maxDeadLetterKey)]
+	dl := s.deadLetterRecord(key, headers, r.Value, s.dlq.MaxDeadLetterValue(s.conn.DLQTopic, len(key)))
+	err := s.produce(ctx, dl)
+	if err != nil && kafkaconn.Permanent(err) {
+		s.log.Warn("dead letter refused; writing it again cut to the reason and the origin", "kafka_topic", r.Topic,
+			"partition", r.Partition, "offset", r.Offset, "size", len(dl.Value), "err", err)
+		dl = s.deadLetterRecord(key, headers, r.Value, 0)
+		err = s.produce(ctx, dl)
+		if err != nil && kafkaconn.Permanent(err) {
+			s.log.Error("dead letter refused even without value; the command is tried again", "kafka_topic", r.Topic,
+				"partition", r.Partition, "offset", r.Offset, "dlq_topic", dl.Topic, "err", err)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("dead-letter command at %s/%d@%d to %s: %w", r.Topic, r.Partition, r.Offset, dl.Topic, err)
+	}
+	s.pub.DeadLettered(reason)
+	s.log.Warn("command dead-lettered", "kafka_topic", r.Topic, "partition", r.Partition, "offset", r.Offset,
+		"key", string(key), "err", bridge.ReasonLine(reason))
+	return nil
+}
+
+// produce writes one dead letter and waits for Kafka's acknowledgement or
+// the end of ctx.
+func (s *Source) produce(ctx context.Context, dl *kgo.Record) error {
 	res := make(chan error, 1)
 	s.cl.Produce(s.produceCtx, dl, func(_ *kgo.Record, err error) { res <- err })
 	select {
 	case err := <-res:
-		if err != nil {
-			return fmt.Errorf("dead-letter command at %s/%d@%d to %s: %w", r.Topic, r.Partition, r.Offset, dl.Topic, err)
-		}
+		return err
 	case <-ctx.Done():
-		return fmt.Errorf("dead-letter command at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, ctx.Err())
+		return ctx.Err()
 	}
-	s.pub.DeadLettered(reason)
-	s.log.Warn("command dead-lettered", "kafka_topic", r.Topic, "partition", r.Partition, "offset", r.Offset,
-		"key", string(r.Key), "reason", oneLine(reason.Error()))
-	return nil
 }
 
-// deadLetterRecord is r's dead letter: same key and value (cut to fit the
-// dead-letter topic, with Nr-Original-Size), r's own headers except
-// reserved Nr- ones, then Nr-Error and the Nr-Source-* headers.
-func (s *Source) deadLetterRecord(r *kgo.Record, reason error) *kgo.Record {
-	dl := &kgo.Record{Topic: s.conn.DLQTopic, Key: r.Key, Value: r.Value}
+// deadLetterHeaders are the headers of r's dead letter before any cut: r's
+// own headers except reserved Nr- ones (a producer cannot forge the
+// reason or the origin), then Nr-Error and the Nr-Source-* headers, with
+// Nr-Source-Key-Size when the key is longer than maxDeadLetterKey.
+func deadLetterHeaders(r *kgo.Record, reason error) []bridge.Header {
+	hs := make([]bridge.Header, 0, len(r.Headers)+6)
 	for _, h := range r.Headers {
 		if len(h.Key) >= 3 && strings.EqualFold(h.Key[:3], "nr-") {
 			continue
 		}
-		dl.Headers = append(dl.Headers, h)
+		hs = append(hs, bridge.Header{Name: h.Key, Value: string(h.Value)})
 	}
-	add := func(k, v string) { dl.Headers = append(dl.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)}) }
-	add(bridge.HeaderError, oneLine(reason.Error()))
-	add(HeaderSourceTopic, r.Topic)
-	add(HeaderSourcePartition, strconv.FormatInt(int64(r.Partition), 10))
-	add(HeaderSourceOffset, strconv.FormatInt(r.Offset, 10))
-	dl.Headers = append(dl.Headers, kgo.RecordHeader{Key: HeaderSourceKey, Value: r.Key})
-
-	size := len(dl.Key)
-	for _, h := range dl.Headers {
-		size += len(h.Key) + len(h.Value) + 8
+	hs = append(hs,
+		bridge.Header{Name: bridge.HeaderError, Value: bridge.ReasonLine(reason)},
+		bridge.Header{Name: HeaderSourceTopic, Value: r.Topic},
+		bridge.Header{Name: HeaderSourcePartition, Value: strconv.FormatInt(int64(r.Partition), 10)},
+		bridge.Header{Name: HeaderSourceOffset, Value: strconv.FormatInt(r.Offset, 10)},
+		bridge.Header{Name: HeaderSourceKey, Value: string(r.Key)},
+	)
+	if len(r.Key) > maxDeadLetterKey {
+		hs = append(hs, bridge.Header{Name: HeaderSourceKeySize, Value: strconv.Itoa(len(r.Key))})
 	}
-	if limit := s.dlq.MaxDeadLetterValue(dl.Topic, size+64); len(dl.Value) > limit {
-		add(HeaderOriginalSize, strconv.Itoa(len(r.Value)))
-		dl.Value = dl.Value[:limit]
-	}
-	return dl
+	return hs
 }
 
-// oneLine keeps a reason to one line of bounded length for a header: no
-// CR, LF or other control characters.
-func oneLine(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 1024 {
-		s = strings.ToValidUTF8(s[:1024], "")
+// deadLetterRecord is a dead letter with key, and headers and value cut by
+// bridge.FitDeadLetter to limit bytes (the record's own headers dropped
+// first, then the value cut with Nr-Original-Size, then the Nr- values
+// shortened); limit 0 makes the smallest dead letter, no value and no
+// headers but the bridge's own.
+func (s *Source) deadLetterRecord(key []byte, headers []bridge.Header, value []byte, limit int) *kgo.Record {
+	hs, v := bridge.FitDeadLetter(headers, value, limit)
+	dl := &kgo.Record{Topic: s.conn.DLQTopic, Key: key, Value: v, Headers: make([]kgo.RecordHeader, len(hs))}
+	for i, h := range hs {
+		dl.Headers[i] = kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)}
 	}
-	return s
+	return dl
 }

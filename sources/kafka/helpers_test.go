@@ -53,7 +53,15 @@ func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
 // cleanup. It does not wait for the connection.
 func startPublisher(t *testing.T, brokerURL string) *bridge.Publisher {
 	t.Helper()
-	pub := bridge.NewPublisher(mqttConfig(brokerURL, "bridge"), bridge.DefaultCommandLimits(), testLogger())
+	return startNamedPublisher(t, brokerURL, "bridge")
+}
+
+// startNamedPublisher is startPublisher with MQTT client ID clientID, which
+// also names the source's group member (its instance ID): every source
+// of a group needs its own.
+func startNamedPublisher(t *testing.T, brokerURL, clientID string) *bridge.Publisher {
+	t.Helper()
+	pub := bridge.NewPublisher(mqttConfig(brokerURL, clientID), bridge.DefaultCommandLimits(), testLogger())
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
@@ -38,8 +40,8 @@ const (
 // commitTimeout bounds an offset commit, which also runs during shutdown.
 const commitTimeout = 10 * time.Second
 
-// Source is the Kafka commands source: a member of consumer group
-// KAFKA_GROUP on KAFKA_COMMANDS_TOPIC. It owns its franz-go client.
+// Source is the Kafka commands source: a member of the commands consumer
+// group (see Group) on KAFKA_COMMANDS_TOPIC. It owns its franz-go client.
 //
 // It works in rounds: poll up to KAFKA_COMMAND_POLL_RECORDS records, publish
 // each partition's records in order (KAFKA_COMMAND_CONCURRENCY partitions at
@@ -52,13 +54,18 @@ const commitTimeout = 10 * time.Second
 // partition's next owner: nothing is skipped. Retrying ends when the
 // command's TTL runs out; it is then dead-lettered as expired.
 type Source struct {
-	conn   kafkaconn.Config
-	cfg    Config
-	pub    Publisher
-	limits bridge.CommandLimits
-	dlq    *kafkaconn.Limits
-	cl     *kgo.Client
-	log    *slog.Logger
+	conn       kafkaconn.Config
+	cfg        Config
+	pub        Publisher
+	limits     bridge.CommandLimits
+	orgID      string // ORG_ID, "" when unscoped
+	instanceID string // group instance ID (static membership), "" for none
+	group      string // the consumer group, see Group
+	dlq        *kafkaconn.Limits
+	base       []kgo.Opt   // connection options, for the admin client of Start
+	opts       []kgo.Opt   // base plus the consumer's
+	cl         *kgo.Client // created by Start
+	log        *slog.Logger
 
 	produceCtx    context.Context // dead-letter produces; ends after the client closed
 	cancelProduce context.CancelFunc
@@ -72,25 +79,47 @@ type Source struct {
 	done        chan struct{}      // closed when the poll loop returned
 }
 
-// New returns a source reading conn.CommandsTopic as a member of
-// conn.Group and publishing through pub; commands are parsed with limits.
-// It does not connect yet: Start does.
+// scoped is what the source asks of its publisher to learn the bridge's
+// scope (ORG_ID); *bridge.Publisher has it.
+type scoped interface{ OrgID() string }
+
+// identified is what the source asks of its publisher for a name that is
+// stable per replica and unique across replicas: its MQTT client ID
+// (<MQTT_CLIENT_ID>-pub), which becomes the group instance ID (static
+// membership, see New); *bridge.Publisher has it.
+type identified interface{ ClientID() string }
+
+// New returns a source reading conn.CommandsTopic as a member of the
+// commands group (conn.CommandsGroup of the publisher's ORG_ID, see Group)
+// and publishing through pub; commands are parsed with limits. It does not
+// connect yet: Start does.
 func New(conn kafkaconn.Config, cfg Config, pub Publisher, limits bridge.CommandLimits, log *slog.Logger) (*Source, error) {
-	s := &Source{
-		conn:   conn,
-		cfg:    cfg,
-		pub:    pub,
-		limits: limits,
-		dlq:    kafkaconn.NewLimits(conn),
-		log:    log.With("component", "source", "backbone", "kafka"),
-		done:   make(chan struct{}),
+	orgID, instanceID := "", ""
+	if sp, ok := pub.(scoped); ok {
+		orgID = sp.OrgID()
 	}
-	opts, err := kafkaconn.Options(conn, s.log)
+	if ip, ok := pub.(identified); ok {
+		instanceID = ip.ClientID()
+	}
+	s := &Source{
+		conn:       conn,
+		cfg:        cfg,
+		pub:        pub,
+		limits:     limits,
+		orgID:      orgID,
+		instanceID: instanceID,
+		group:      conn.CommandsGroup(orgID),
+		dlq:        kafkaconn.NewLimits(conn),
+		log:        log.With("component", "source", "backbone", "kafka"),
+		done:       make(chan struct{}),
+	}
+	base, err := kafkaconn.Options(conn, s.log)
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts,
-		kgo.ConsumerGroup(conn.Group),
+	s.base = base
+	opts := append(base[:len(base):len(base)],
+		kgo.ConsumerGroup(s.group),
 		kgo.ConsumeTopics(conn.CommandsTopic),
 		// Offsets are committed by hand, only for finished records, and
 		// only while no rebalance can move the partition elsewhere.
@@ -118,18 +147,31 @@ func New(conn kafkaconn.Config, cfg Config, pub Publisher, limits bridge.Command
 		}),
 		kgo.ProducerBatchMaxBytesFn(s.dlq.MaxBytes),
 	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
+	if instanceID != "" {
+		// Static membership: a replica that crashes and comes back within
+		// the session timeout gets its partitions back at its join,
+		// instead of the group waiting out the dead member's session
+		// (45 s) before it rebalances. Stop leaves explicitly.
+		opts = append(opts, kgo.InstanceID(instanceID))
 	}
-	s.cl = cl
+	s.opts = opts
 	s.produceCtx, s.cancelProduce = context.WithCancel(context.Background())
 	return s, nil
 }
 
+// Group is the consumer group the source joins: KAFKA_GROUP when set, else
+// nr-bridge, or nr-bridge-<ORG_ID> for a bridge scoped to one org, so that
+// replicas of different scopes never share the partitions of one group
+// (a replica scoped to globex would take partitions holding acme's
+// commands and dead-letter them as out of scope).
+func (s *Source) Group() string { return s.group }
+
 // Start joins the group and starts reading in the background until Stop.
 // It reads the dead-letter topic's size limit first (for at most 10 s; on
-// failure KAFKA_MAX_MESSAGE_BYTES applies).
+// failure KAFKA_MAX_MESSAGE_BYTES applies), and gives a derived scoped
+// group that has no committed offsets yet those of the shared group
+// nr-bridge (see seedGroup); it fails if that cannot be checked, rather
+// than read the commands topic from the start.
 func (s *Source) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -137,16 +179,95 @@ func (s *Source) Start(ctx context.Context) error {
 		return fmt.Errorf("start kafka commands source: %w", bridge.ErrClosed)
 	}
 	s.started = true
+	if s.conn.Group != "" && s.orgID != "" && !strings.Contains(s.conn.Group, s.orgID) {
+		s.log.Warn("KAFKA_GROUP is set with ORG_ID: replicas of other orgs in this group take this org's partitions and dead-letter its commands as out of scope; leave KAFKA_GROUP empty for a group per org",
+			"group", s.group, "org", s.orgID)
+	}
+	admCl, err := kgo.NewClient(s.base...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	adm := kadm.NewClient(admCl)
 	lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	if err := s.dlq.Load(lctx, kadm.NewClient(s.cl), s.conn.DLQTopic); err != nil {
+	if err := s.dlq.Load(lctx, adm, s.conn.DLQTopic); err != nil {
 		s.log.Warn("dead-letter topic size limit unknown, using KAFKA_MAX_MESSAGE_BYTES", "err", err)
 	}
 	cancel()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	err = s.seedGroup(sctx, adm)
+	cancel()
+	admCl.Close()
+	if err != nil {
+		return err
+	}
+	cl, err := kgo.NewClient(s.opts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	s.cl = cl
 	intake, stopIntake := context.WithCancel(context.WithoutCancel(ctx))
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	s.stopIntake, s.stopWork = stopIntake, stopWork
 	go s.run(intake, work)
-	s.log.Info("reading commands", "topic", s.conn.CommandsTopic, "group", s.conn.Group)
+	s.log.Info("reading commands", "topic", s.conn.CommandsTopic, "group", s.group)
+	return nil
+}
+
+// seedGroup gives the derived group of a scoped bridge (nr-bridge-<ORG_ID>,
+// KAFKA_GROUP empty) that has no committed offsets on the commands topic
+// the offsets of the shared group nr-bridge, the default before groups were
+// derived from the scope: without them the new group would read the topic
+// from the start after an upgrade, publishing again every command still
+// within its TTL and dead-lettering the others as expired. Replicas that
+// start at once seed the same offsets; harmless. Nothing is done for an
+// explicit KAFKA_GROUP, for an unscoped bridge, or when nr-bridge has no
+// offsets (a new deployment).
+func (s *Source) seedGroup(ctx context.Context, adm *kadm.Client) error {
+	if s.conn.Group != "" || s.group == kafkaconn.DefaultGroup {
+		return nil
+	}
+	topic := s.conn.CommandsTopic
+	// fetch reads group's committed offsets on topic; a group that does
+	// not exist has none.
+	fetch := func(group string) (kadm.Offsets, error) {
+		resps, err := adm.FetchOffsetsForTopics(ctx, group, topic)
+		if err == nil {
+			err = resps.Error()
+		}
+		if errors.Is(err, kerr.GroupIDNotFound) {
+			return kadm.Offsets{}, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the offsets of consumer group %s: %w", group, err)
+		}
+		return resps.Offsets(), nil
+	}
+	own, err := fetch(s.group)
+	if err != nil {
+		return err
+	}
+	committed := false
+	own.Each(func(o kadm.Offset) { committed = committed || o.At >= 0 })
+	if committed {
+		return nil
+	}
+	offs, err := fetch(kafkaconn.DefaultGroup)
+	if err != nil {
+		return fmt.Errorf("start consumer group %s: %w", s.group, err)
+	}
+	offs.KeepFunc(func(o kadm.Offset) bool { return o.Topic == topic && o.At >= 0 })
+	if len(offs[topic]) == 0 {
+		return nil
+	}
+	resp, err := adm.CommitOffsets(ctx, s.group, offs)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("start consumer group %s from the offsets of %s: %w", s.group, kafkaconn.DefaultGroup, err)
+	}
+	s.log.Info("consumer group starts from the offsets of the shared group", "group", s.group,
+		"from_group", kafkaconn.DefaultGroup, "partitions", len(offs[topic]))
 	return nil
 }
 
@@ -316,14 +437,13 @@ func (s *Source) partition(intake, ctx context.Context, recs []*kgo.Record) (las
 // no-op.
 func (s *Source) Stop(ctx context.Context) error {
 	s.mu.Lock()
-	started, stopped := s.started, s.stopped
+	started, stopped, cl := s.started, s.stopped, s.cl
 	s.started, s.stopped = true, true // a later Start fails
 	s.mu.Unlock()
 	if stopped {
 		return nil
 	}
-	if !started {
-		s.cl.Close()
+	if !started || cl == nil { // not started, or Start failed
 		s.cancelProduce()
 		return nil
 	}
@@ -341,6 +461,18 @@ func (s *Source) Stop(ctx context.Context) error {
 	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	if lerr := s.cl.LeaveGroupContext(lctx); lerr != nil && !errors.Is(lerr, context.DeadlineExceeded) {
 		s.log.Warn("leaving the consumer group failed", "err", lerr)
+	}
+	if s.instanceID != "" {
+		// A static member's LeaveGroup above only stops the group
+		// management; leave by instance ID, so that a stop (not a crash)
+		// still hands the partitions over at once.
+		resps, lerr := kadm.NewClient(s.cl).LeaveGroup(lctx, kadm.LeaveGroup(s.group).InstanceIDs(s.instanceID))
+		if lerr == nil {
+			lerr = resps.Error()
+		}
+		if lerr != nil {
+			s.log.Warn("leaving the consumer group failed; the partitions move after the session timeout", "instance_id", s.instanceID, "err", lerr)
+		}
 	}
 	cancel()
 	s.cl.CloseAllowingRebalance()

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -77,7 +78,7 @@ func TestCommandsToMQTTAndDeadLetters(t *testing.T) {
 
 	adm := newAdmin(t, k)
 	testserver.WaitFor(t, 30*time.Second, "three dead letters", func() bool { return recordCount(adm, "nr.dlq") >= 3 })
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	dls := readTopic(t, k, "nr.dlq", 3)
 	if len(dls) != 3 {
 		t.Fatalf("nr.dlq has %d records, want 3", len(dls))
@@ -129,8 +130,6 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	k, cfg := setupKafka(t)
 	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	agent := testclient.ConnectMQTT(t, mq.URL(), "agent", "org/acme/#")
-	pub := startPublisher(t, mq.URL())
-	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
 
 	const total = 400
 	var recs []*kgo.Record
@@ -144,11 +143,11 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	members := func() int {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		gs, err := adm.DescribeGroups(ctx, cfg.Group)
+		gs, err := adm.DescribeGroups(ctx, kafkaconn.DefaultGroup)
 		if err != nil {
 			return -1
 		}
-		g := gs[cfg.Group]
+		g := gs[kafkaconn.DefaultGroup]
 		if g.State != "Stable" {
 			return -1
 		}
@@ -162,12 +161,16 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	}
 	// Slow publishing down so that the stream is still flowing while the
 	// group changes.
-	slow := slowPublisher{Publisher: pub, delay: 10 * time.Millisecond}
-	first := startSource(t, cfg, slow, 5)
+	slow := func(clientID string) slowPublisher {
+		p := startNamedPublisher(t, mq.URL(), clientID)
+		testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return p.Ready() == nil })
+		return slowPublisher{Publisher: p, delay: 10 * time.Millisecond}
+	}
+	first := startSource(t, cfg, slow("bridge-1"), 5)
 	testserver.WaitFor(t, 30*time.Second, "first commands delivered", func() bool { return distinct() >= 30 })
 	// A second member joins: the partitions are rebalanced while the
 	// first is publishing.
-	startSource(t, cfg, slow, 5)
+	startSource(t, cfg, slow("bridge-2"), 5)
 	testserver.WaitFor(t, 30*time.Second, "two members with partitions", func() bool { return members() == 2 })
 	// The first member stops mid-stream; its partitions move over.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -176,14 +179,14 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 		t.Fatalf("stop: %v", err)
 	}
 	// And a third member replaces it (a restart).
-	startSource(t, cfg, slow, 5)
+	startSource(t, cfg, slow("bridge-3"), 5)
 	if n := distinct(); n >= total {
 		t.Fatalf("all %d commands were delivered before the group changed; the test proves nothing", n)
 	}
 	testserver.WaitFor(t, 30*time.Second, "two members with partitions again", func() bool { return members() == 2 })
 
 	testserver.WaitFor(t, 60*time.Second, "every command delivered", func() bool { return distinct() >= total })
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	got := byCorrelation(agent.Received())
 	dups := 0
 	for i := 0; i < total; i++ {
@@ -222,7 +225,7 @@ func TestRetryUntilBrokerUpOrTTLRunsOut(t *testing.T) {
 	if reason, _ := header(dl, bridge.HeaderError); !strings.Contains(reason, "expired") {
 		t.Fatalf("Nr-Error %q, want expired", reason)
 	}
-	if allCommitted(adm, cfg.Group, "nr.commands") {
+	if allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") {
 		t.Fatal("the long-lived command was committed before it was published")
 	}
 
@@ -231,7 +234,7 @@ func TestRetryUntilBrokerUpOrTTLRunsOut(t *testing.T) {
 	testserver.WaitFor(t, 30*time.Second, "long-lived command delivered once the broker is up", func() bool {
 		return len(byCorrelation(agent.Received())["c-long"]) > 0
 	})
-	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, cfg.Group, "nr.commands") })
+	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	if n := recordCount(adm, "nr.dlq"); n != 1 {
 		t.Fatalf("%d dead letters, want 1", n)
 	}

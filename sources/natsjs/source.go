@@ -2,6 +2,7 @@ package natsjs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
@@ -36,16 +38,19 @@ type Publisher interface {
 	DeadLettered(err error)
 }
 
-// Source consumes the commands stream. Each message is handled once at a
-// time by one of Concurrency workers:
+// Source consumes the commands stream through its durable consumer (see
+// Config.ConsumerFor: one per scope, filtered to its org's subjects for a
+// scoped bridge). Each message is handled once at a time by one of
+// Concurrency workers:
 //
 //   - target from the subject, body through bridge.ParseCommand, then
 //     Publisher.Publish with source "stream";
 //   - published (PUBACK): acked with DoubleAck, so the command leaves the
 //     work queue before the worker takes the next one;
 //   - invalid, expired, out of scope or refused for good by the broker: the
-//     body is written unchanged to <prefix>.dlq.cmd with Nr-Error (the
-//     reason) and Nr-Subject (the original subject), and once JetStream
+//     body is written to <prefix>.dlq.cmd with Nr-Error (the reason) and
+//     Nr-Subject (the original subject), unchanged unless it must be cut to
+//     fit max_payload (then with Nr-Original-Size), and once JetStream
 //     acknowledged that write the message is terminated;
 //   - broker not connected, no PUBACK in time, a temporary refusal: nak with
 //     a delay growing from RetryMin to RetryMax, never past the command's
@@ -58,9 +63,14 @@ type Source struct {
 	js      jetstream.JetStream
 	cfg     Config
 	streams sinknatsjs.Config
-	pub     Publisher
-	log     *slog.Logger
-	backoff func(int) time.Duration
+	orgID   string // ORG_ID, "" when unscoped
+	// consumer is the durable (Config.ConsumerFor), filters its subjects
+	// when it is a scoped replica's own.
+	consumer string
+	filters  []string
+	pub      Publisher
+	log      *slog.Logger
+	backoff  func(int) time.Duration
 
 	ctx      context.Context // cancelled when Stop gives up waiting
 	cancel   context.CancelFunc
@@ -83,10 +93,24 @@ type delivery struct {
 // subject prefix, the dead-letter stream and how streams are managed. Start
 // begins consuming.
 func New(js jetstream.JetStream, cfg Config, streams sinknatsjs.Config, pub Publisher, log *slog.Logger) *Source {
+	orgID := ""
+	if sp, ok := pub.(interface{ OrgID() string }); ok {
+		orgID = sp.OrgID()
+	}
+	var filters []string
+	if cfg.Consumer == "" && orgID != "" {
+		// Its own consumer, on its own org's commands only: the others
+		// stay for the replicas of their org.
+		p := streams.SubjectPrefix
+		filters = []string{p + ".org." + orgID + ".node.*.cmd", p + ".org." + orgID + ".broadcast.cmd"}
+	}
 	return &Source{
 		js:       js,
 		cfg:      cfg,
 		streams:  streams,
+		orgID:    orgID,
+		consumer: cfg.ConsumerFor(orgID),
+		filters:  filters,
 		pub:      pub,
 		log:      log.With("component", "commands", "backbone", "nats"),
 		backoff:  bridge.Backoff(cfg.RetryMin, cfg.RetryMax),
@@ -100,6 +124,10 @@ func New(js jetstream.JetStream, cfg Config, streams sinknatsjs.Config, pub Publ
 // ends, then starts the workers and consuming. A refusal from the server is
 // returned. ctx only bounds the setup; Stop ends the consuming.
 func (s *Source) Start(ctx context.Context) error {
+	if s.cfg.Consumer != "" && s.orgID != "" && !strings.Contains(s.cfg.Consumer, s.orgID) {
+		s.log.Warn("NATS_COMMANDS_CONSUMER is set with ORG_ID: replicas of other orgs on this consumer take this org's commands and dead-letter them as out of scope; leave it empty for a consumer per org",
+			"consumer", s.cfg.Consumer, "org", s.orgID)
+	}
 	cons, err := s.setup(ctx)
 	if err != nil {
 		return err
@@ -119,10 +147,10 @@ func (s *Source) Start(ctx context.Context) error {
 	)
 	if err != nil {
 		s.stopWorkers()
-		return fmt.Errorf("consume %s/%s: %w", s.cfg.Stream, s.cfg.Consumer, err)
+		return fmt.Errorf("consume %s/%s: %w", s.cfg.Stream, s.consumer, err)
 	}
 	s.cc = cc
-	s.log.Info("consuming commands", "stream", s.cfg.Stream, "consumer", s.cfg.Consumer, "concurrency", s.cfg.Concurrency)
+	s.log.Info("consuming commands", "stream", s.cfg.Stream, "consumer", s.consumer, "concurrency", s.cfg.Concurrency)
 	return nil
 }
 
@@ -227,20 +255,47 @@ func (s *Source) retry(m jetstream.Msg, c bridge.Command, attempt int, cause err
 		"attempt", attempt, "delay", delay.String(), "err", cause)
 }
 
-// deadLetter writes the command unchanged to <prefix>.dlq.cmd with the
-// reason, waits for JetStream's PubAck, then terminates the original. If the
-// dead-letter write fails the command is nakked and comes back, so it is
-// never dropped.
+// deadLetterMargin is what a command dead letter keeps free below the
+// server's max_payload besides its subject: the "NATS/1.0" line and the end
+// of the header block, with room to spare (FitDeadLetter already counts
+// more per header than NATS writes).
+const deadLetterMargin = 1024
+
+// deadLetter writes the command to <prefix>.dlq.cmd with the reason
+// (Nr-Error) and its subject (Nr-Subject), waits for JetStream's PubAck,
+// then terminates the original. The dead letter is cut by
+// bridge.FitDeadLetter to the connection's max_payload (the payload first,
+// with Nr-Original-Size), so a command near the limit does not make a dead
+// letter over it. If JetStream still refuses it for good (natsconn.Permanent:
+// NR_DLQ's max_msg_size is smaller, say), it is cut to its minimum, the
+// reason and the origin without payload, and written again. If the write
+// fails the command is nakked and comes back, so it is never dropped: after
+// RetryMin for a transient failure, after RetryMax when even the minimum is
+// refused for good (an operator must fix NR_DLQ; logged as an ERROR).
 func (s *Source) deadLetter(m jetstream.Msg, correlationID string, reason error) {
 	subject := bridge.DeadLetterSubject(s.streams.SubjectPrefix, "cmd")
-	h := nats.Header{}
-	h.Set(bridge.HeaderError, oneLine(reason.Error()))
-	h.Set(bridge.HeaderSubject, oneLine(m.Subject()))
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), ackTimeout)
-	defer cancel()
-	if _, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: m.Data()}); err != nil {
-		s.log.Warn("dead-letter write failed; the command comes back", "subject", m.Subject(), "dlq_subject", subject, "err", err)
-		_ = m.NakWithDelay(s.cfg.RetryMin)
+	headers := []bridge.Header{
+		{Name: bridge.HeaderError, Value: bridge.ReasonLine(reason)},
+		{Name: bridge.HeaderSubject, Value: bridge.ReasonLine(errors.New(m.Subject()))},
+	}
+	hs, data := bridge.FitDeadLetter(headers, m.Data(), s.deadLetterLimit(subject))
+	err := s.writeDeadLetter(subject, hs, data)
+	if err != nil && natsconn.Permanent(err) {
+		s.log.Warn("dead letter refused; writing it again cut to the reason and the origin",
+			"subject", m.Subject(), "dlq_subject", subject, "size", len(data), "err", err)
+		hs, data = bridge.FitDeadLetter(headers, m.Data(), 0)
+		err = s.writeDeadLetter(subject, hs, data)
+	}
+	if err != nil {
+		delay := s.cfg.RetryMin
+		if natsconn.Permanent(err) {
+			delay = s.cfg.RetryMax
+			s.log.Error("dead letter refused even without payload; the command comes back", "subject", m.Subject(),
+				"dlq_subject", subject, "correlation_id", correlationID, "err", err)
+		} else {
+			s.log.Warn("dead-letter write failed; the command comes back", "subject", m.Subject(), "dlq_subject", subject, "err", err)
+		}
+		_ = m.NakWithDelay(delay)
 		return
 	}
 	s.pub.DeadLettered(reason)
@@ -252,15 +307,29 @@ func (s *Source) deadLetter(m jetstream.Msg, correlationID string, reason error)
 	s.log.Warn("command dead-lettered", "subject", m.Subject(), "correlation_id", correlationID, "err", reason)
 }
 
-// oneLine makes s safe as a NATS header value: no CR, LF or other control
-// characters.
-func oneLine(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
+// deadLetterLimit is what FitDeadLetter may fill with headers and payload
+// of a dead letter on subject: the server's max_payload minus the subject
+// and deadLetterMargin.
+func (s *Source) deadLetterLimit(subject string) int {
+	maxPayload := s.js.Conn().MaxPayload()
+	if maxPayload <= 0 {
+		maxPayload = 1 << 20 // not connected yet: nats-server's default max_payload
+	}
+	return max(int(maxPayload)-len(subject)-deadLetterMargin, 0)
+}
+
+// writeDeadLetter publishes one dead letter and waits for its PubAck.
+func (s *Source) writeDeadLetter(subject string, hs []bridge.Header, data []byte) error {
+	h := make(nats.Header, len(hs))
+	for _, x := range hs {
+		h[x.Name] = append(h[x.Name], x.Value)
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), ackTimeout)
+	defer cancel()
+	if _, err := s.js.PublishMsg(ctx, &nats.Msg{Subject: subject, Header: h, Data: data}); err != nil {
+		return fmt.Errorf("dead-letter to %s: %w", subject, err)
+	}
+	return nil
 }
 
 // Stop stops pulling, hands back (nak) the commands not yet started, and

@@ -29,19 +29,21 @@ func streamConfig(cfg Config, streams sinknatsjs.Config) jetstream.StreamConfig 
 	}
 }
 
-// consumerConfig is the durable every replica binds to with the same
-// settings, so CreateOrUpdateConsumer from any of them is a no-op for the
-// others. Redelivery is unlimited: a command leaves the stream only acked
-// (published) or terminated (dead-lettered).
-func consumerConfig(cfg Config) jetstream.ConsumerConfig {
+// consumerConfig is the durable name binds to, with the same settings on
+// every replica of its scope, so CreateOrUpdateConsumer from any of them is
+// a no-op for the others; filters are the subjects of its org for a scoped
+// consumer (none: every command). Redelivery is unlimited: a command leaves
+// the stream only acked (published) or terminated (dead-lettered).
+func consumerConfig(cfg Config, name string, filters []string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:       cfg.Consumer,
-		Description:   "nr-bridge: publishes commands to MQTT",
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       cfg.AckWait,
-		MaxAckPending: cfg.MaxAckPending,
-		MaxDeliver:    -1,
+		Durable:        name,
+		FilterSubjects: filters,
+		Description:    "nr-bridge: publishes commands to MQTT",
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		AckPolicy:      jetstream.AckExplicitPolicy,
+		AckWait:        cfg.AckWait,
+		MaxAckPending:  cfg.MaxAckPending,
+		MaxDeliver:     -1,
 	}
 }
 
@@ -79,22 +81,41 @@ func (s *Source) ensure(ctx context.Context) (jetstream.Consumer, error) {
 	if err != nil {
 		return nil, err
 	}
-	cons, err := s.js.CreateOrUpdateConsumer(ctx, sc.Name, consumerConfig(s.cfg))
+	cons, err := s.js.CreateOrUpdateConsumer(ctx, sc.Name, consumerConfig(s.cfg, s.consumer, s.filters))
 	if err == nil {
-		s.log.Info("commands consumer ready", "stream", sc.Name, "consumer", s.cfg.Consumer)
+		s.log.Info("commands consumer ready", "stream", sc.Name, "consumer", s.consumer, "filter", s.filters)
 		return cons, nil
 	}
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
-		return nil, fmt.Errorf("create or update consumer %s on %s: %w", s.cfg.Consumer, sc.Name, err)
+		return nil, fmt.Errorf("create or update consumer %s on %s: %w", s.consumer, sc.Name, err)
+	}
+	if len(s.filters) > 0 && (apiErr.ErrorCode == errCodeWQMultipleUnfiltered || apiErr.ErrorCode == errCodeWQNotUnique) {
+		// The work queue already has the shared unfiltered consumer (an
+		// earlier version's, or an unscoped replica's), which every
+		// message would also match: keep using it, as before.
+		if shared, infoErr := s.js.Consumer(ctx, sc.Name, DefaultConsumer); infoErr == nil {
+			s.log.Warn("the commands stream has the shared consumer "+DefaultConsumer+": using it, so other orgs' commands it hands this replica are dead-lettered as out of scope; delete it once no replica uses it, and this replica creates its own",
+				"stream", sc.Name, "consumer", s.consumer, "err", err)
+			s.consumer = DefaultConsumer
+			return shared, nil
+		}
 	}
 	// A setting that cannot change in place (the ack policy, say): use the
 	// consumer as it is rather than crash-loop, and say why.
-	cons, infoErr := s.js.Consumer(ctx, sc.Name, s.cfg.Consumer)
+	cons, infoErr := s.js.Consumer(ctx, sc.Name, s.consumer)
 	if infoErr != nil {
-		return nil, fmt.Errorf("create consumer %s on %s: %w", s.cfg.Consumer, sc.Name, err)
+		return nil, fmt.Errorf("create consumer %s on %s: %w", s.consumer, sc.Name, err)
 	}
 	s.log.Warn("commands consumer exists with settings the bridge cannot apply; using it as it is",
-		"stream", sc.Name, "consumer", s.cfg.Consumer, "err", err)
+		"stream", sc.Name, "consumer", s.consumer, "err", err)
 	return cons, nil
 }
+
+// JetStream's errors for a consumer that would overlap another on a work
+// queue stream: a second unfiltered one, or a filter another consumer's
+// subjects (or no filter) already cover.
+const (
+	errCodeWQMultipleUnfiltered jetstream.ErrorCode = 10099
+	errCodeWQNotUnique          jetstream.ErrorCode = 10100
+)
