@@ -84,7 +84,11 @@ func newFuzzInput(org, node string, reply bool, names, value string, valueSize, 
 	var nameList []string
 	if names != "" {
 		for _, n := range strings.Split(names, ",") {
-			nameList = append(nameList, mqttString(n, 300, false))
+			n = mqttString(n, 300, false)
+			if n == "msg_id" {
+				n = "msg_id_" // the input's msg_id is msgID alone
+			}
+			nameList = append(nameList, n)
 		}
 	}
 	if len(nameList) > 0 {
@@ -321,10 +325,12 @@ func (fx *fuzzFixture) checkMsg(t *testing.T, desc string, in fuzzInput, m *jets
 			t.Errorf("%s: stored with header %s: %q", desc, name, vs)
 		}
 	}
-	if in.msgID != "" {
-		if got, want := m.Header.Values("Nats-Msg-Id"), in.org+"/"+in.node+"/"+in.msgID; len(got) != 1 || got[0] != want {
-			t.Errorf("%s: Nats-Msg-Id %q, want [%s]", desc, got, want)
-		}
+	got := m.Header.Values("Nats-Msg-Id")
+	switch want := in.org + "/" + in.node + "/" + in.msgID; {
+	case in.msgID != "" && (len(got) != 1 || got[0] != want):
+		t.Errorf("%s: Nats-Msg-Id %q, want [%s]", desc, got, want)
+	case in.msgID == "" && len(got) != 0:
+		t.Errorf("%s: Nats-Msg-Id %q, want none (no msg_id)", desc, got)
 	}
 	var ct []string
 	for name, vs := range m.Header {
