@@ -179,29 +179,37 @@ func hostileReservedHeaders(e *hostileEnv) {
 }
 
 // hostileHugeHeaders: a 12-byte payload with 300 user properties of
-// 4,000 bytes (1.2 MB of headers, over both backbones' limits). It is
-// dead-lettered with Nr-Error and Nr-Topic, and the dead letter fits.
+// 4,000 bytes (1.2 MB of headers, over both backbones' limits), on a valid
+// topic and on one whose org is invalid (a dead letter from the start).
+// Both are dead-lettered with Nr-Error and Nr-Topic, and the dead letters
+// fit.
 func hostileHugeHeaders(e *hostileEnv) {
-	topic := "org/acme/node/c3/events"
 	payload := []byte("hdr-payload!")
-	props := &paho.PublishProperties{User: []paho.UserProperty{{Key: "msg_id", Value: "c3"}}}
 	value := strings.Repeat("v", 4000)
-	for i := range 300 {
-		props.User = append(props.User, paho.UserProperty{Key: fmt.Sprintf("p%03d", i), Value: value})
-	}
-	e.publish(topic, payload, props)
-	e.waitGood(e.sendGood("after"))
-	f := e.find(map[string]func(bbMsg) bool{topic: byTopic(topic)})[topic]
-	e.tally(f)
-	if n, dl := len(f[destEvents]), len(f[destDLQ]); n != 0 || dl != 1 {
-		e.t.Errorf("%s: stored %d times and dead-lettered %d times, want dead-lettered once", topic, n, dl)
-	}
-	for _, m := range f[destDLQ] {
-		if m.get("Nr-Error") == "" {
-			e.t.Errorf("%s: dead letter without Nr-Error (headers %v)", topic, m.names())
+	want := map[string]func(bbMsg) bool{}
+	for i, topic := range []string{"org/acme/node/c3/events", "org/bad.org/node/c3/events"} {
+		props := &paho.PublishProperties{User: []paho.UserProperty{{Key: "msg_id", Value: fmt.Sprintf("c3-%d", i)}}}
+		for i := range 300 {
+			props.User = append(props.User, paho.UserProperty{Key: fmt.Sprintf("p%03d", i), Value: value})
 		}
-		if !bytes.Equal(m.Data, payload) {
-			e.t.Errorf("%s: dead letter payload %q, want %q", topic, m.Data, payload)
+		e.publish(topic, payload, props)
+		want[topic] = byTopic(topic)
+	}
+	e.waitGood(e.sendGood("after"))
+	found := e.find(want)
+	for _, topic := range slices.Sorted(maps.Keys(want)) {
+		f := found[topic]
+		e.tally(f)
+		if n, dl := len(f[destEvents]), len(f[destDLQ]); n != 0 || dl != 1 {
+			e.t.Errorf("%s: stored %d times and dead-lettered %d times, want dead-lettered once", topic, n, dl)
+		}
+		for _, m := range f[destDLQ] {
+			if m.get("Nr-Error") == "" {
+				e.t.Errorf("%s: dead letter without Nr-Error (headers %v)", topic, m.names())
+			}
+			if !bytes.Equal(m.Data, payload) {
+				e.t.Errorf("%s: dead letter payload %q, want %q", topic, m.Data, payload)
+			}
 		}
 	}
 }
