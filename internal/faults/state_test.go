@@ -4,9 +4,12 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 )
@@ -75,6 +78,58 @@ func TestNATSStreamDeleted(t *testing.T) {
 	if n := b.countLog("recreated"); n == 0 {
 		t.Errorf("no log line says the stream was recreated")
 	}
+	if code := b.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d", code)
+	}
+}
+// TestKafkaLostStateCommands wipes kfake under a bridge that consumes
+// nr.commands: once the cluster is back (empty) and the bridge has
+// recreated its topics, commands written to nr.commands reach the node.
+func TestKafkaLostStateCommands(t *testing.T) {
+	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{Persistence: true})
+	k := testserver.StartKafka(t, testserver.KafkaOptions{})
+	b := startBridge(t, bridgeBinary(t, false), "bridge", kafkaEnv(mq.URL(), k.Brokers(), "fi-kafkalostcmd"))
+	node := startCmdNode(t, mq.URL(), "fi-kafkalostcmd-node")
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers()...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	send := func(id string) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		r := &kgo.Record{Topic: "nr.commands", Key: []byte("org/o1/node/n1"), Value: commandDoc(id, time.Now(), time.Minute)}
+		if err := cl.ProduceSync(ctx, r).FirstErr(); err != nil {
+			t.Fatalf("produce %s: %v", id, err)
+		}
+	}
+	send("before")
+	testserver.WaitFor(t, 20*time.Second, "command before the wipe delivered", func() bool { return node.delivered()["before"] == 1 })
+
+	k.RestartEmpty()
+	cl.PurgeTopicsFromClient("nr.commands")
+	// The events path notices the lost topics on its first write.
+	ev := connectMQTT(t, mq.URL(), "fi-kafkalostcmd-ev", mqttOptions{})
+	if err := ev.publishOnce("org/o1/node/n1/events", []byte("{}"), nil); err != nil {
+		t.Fatal(err)
+	}
+	testserver.WaitFor(t, 30*time.Second, "topics recreated", func() bool { return b.countLog("recreated") > 0 })
+	start := time.Now()
+	const n = 20
+	for i := range n {
+		send(fmt.Sprintf("after-%d", i))
+	}
+	testserver.WaitFor(t, 60*time.Second, "commands after the wipe delivered", func() bool {
+		got := node.delivered()
+		for i := range n {
+			if got[fmt.Sprintf("after-%d", i)] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("commands after the wipe delivered within %v", time.Since(start).Round(time.Millisecond))
 	if code := b.stop(syscall.SIGTERM); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d", code)
 	}

@@ -77,10 +77,13 @@ const (
 // moves forward (see mergeCommand).
 type Store struct {
 	cfg Config
-	cl  *kgo.Client
-	adm *kadm.Client
-	log *slog.Logger
-	now func() time.Time
+	// conn and retention recreate the topic when the cluster lost it.
+	conn      kafkaconn.Config
+	retention time.Duration
+	cl        *kgo.Client
+	adm       *kadm.Client
+	log       *slog.Logger
+	now       func() time.Time
 	// maxRecord is the largest record value written: the topic's limit
 	// (KAFKA_MAX_MESSAGE_BYTES or its max.message.bytes) minus room for
 	// the key and the batch framing.
@@ -152,6 +155,8 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, retention time.
 	rctx, cancel := context.WithCancel(context.Background())
 	s := &Store{
 		cfg:       cfg,
+		conn:      conn,
+		retention: retention,
 		cl:        cl,
 		adm:       adm,
 		maxRecord: int(limits.MaxBytes(cfg.Topic)) - recordRoom,
@@ -220,21 +225,51 @@ func ensureTopic(ctx context.Context, cl *kgo.Client, conn kafkaconn.Config, top
 
 func ptr(s string) *string { return &s }
 
+// repairInterval is how often at most the store recreates its topic while
+// reads say it does not exist.
+const repairInterval = 2 * time.Second
+
+// repairTopic recreates the status topic after the cluster lost it
+// (kafkaconn.Repair with the same setup as at start) and reads it again
+// from its start; the view keeps what it held, so statuses of commands
+// from before the loss stay readable on this replica.
+func (s *Store) repairTopic(ctx context.Context, recreated bool) {
+	ctx, cancel := context.WithTimeout(ctx, repairInterval)
+	defer cancel()
+	ensure := func(ctx context.Context) error {
+		return ensureTopic(ctx, s.cl, s.conn, s.cfg.Topic, s.retention, s.log)
+	}
+	purged, err := kafkaconn.Repair(ctx, s.cl, ensure, recreated, []string{s.cfg.Topic}, nil)
+	switch {
+	case err != nil:
+		s.log.Error("status topic missing and not recreated", "topic", s.cfg.Topic, "err", err)
+	case len(purged) > 0:
+		s.log.Warn("status topic was missing (the cluster lost its state, or it was deleted): recreated", "topic", s.cfg.Topic)
+	}
+}
+
 // read applies every record of the topic to the view until ctx ends.
 func (s *Store) read(ctx context.Context) {
 	defer close(s.done)
-	lastWarn := time.Time{}
+	lastWarn, lastRepair := time.Time{}, time.Time{}
 	for {
 		fetches := s.cl.PollFetches(ctx)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return
 		}
+		missing, recreated := false, false
 		fetches.EachError(func(topic string, p int32, err error) {
+			missing = missing || kafkaconn.TopicMissing(err)
+			recreated = recreated || errors.Is(err, kerr.UnknownTopicID)
 			if time.Since(lastWarn) > 5*time.Second {
 				lastWarn = time.Now()
 				s.log.Warn("reading the status topic failed, retrying", "topic", topic, "partition", p, "err", err)
 			}
 		})
+		if missing && time.Since(lastRepair) > repairInterval {
+			lastRepair = time.Now()
+			s.repairTopic(ctx, recreated)
+		}
 		now := s.now()
 		s.mu.Lock()
 		fetches.EachRecord(func(r *kgo.Record) {

@@ -20,25 +20,31 @@ const repairInterval = 2 * time.Second
 // hand), asks the repair loop to recreate the topics. It never blocks.
 func (s *Sink) observe(err error) {
 	s.health.Observe(err)
-	if errors.Is(err, kerr.UnknownTopicID) {
-		// The topic exists under a new ID (recreated): franz-go keeps
-		// failing it until it is purged from the client.
-		s.recreated.Store(true)
+	if !kafkaconn.TopicMissing(err) {
+		return
 	}
-	if errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.UnknownTopicID) {
-		select {
-		case s.repair <- struct{}{}:
-		default: // a repair is already asked for
-		}
+	if errors.Is(err, kerr.UnknownTopicID) {
+		s.recreated.Store(true) // exists under a new ID: purge even if listed
+	}
+	select {
+	case s.repair <- struct{}{}:
+	default: // a repair is already asked for
 	}
 }
 
 // repairLoop recreates missing topics (kafkaconn.EnsureTopics, the same
-// as at start, so KAFKA_CREATE_TOPICS=false only reports them) and reloads
-// their size limits, at most once per repairInterval, until Close.
+// as at start, so KAFKA_CREATE_TOPICS=false only reports them) through
+// kafkaconn.Repair and reloads their size limits, at most once per
+// repairInterval, until Close.
 func (s *Sink) repairLoop() {
 	defer close(s.repairDone)
 	adm := kadm.NewClient(s.cl) // not closed: that would close s.cl
+	ensure := func(ctx context.Context) error {
+		if err := kafkaconn.EnsureTopics(ctx, adm, s.conn); err != nil {
+			return err
+		}
+		return s.limits.Load(ctx, adm, s.conn.EventsTopic, s.conn.RepliesTopic, s.conn.DLQTopic)
+	}
 	var last time.Time
 	for {
 		select {
@@ -55,42 +61,18 @@ func (s *Sink) repairLoop() {
 		}
 		last = time.Now()
 		ctx, cancel := context.WithTimeout(context.Background(), repairInterval)
-		missing := s.missingTopics(ctx, adm)
-		err := kafkaconn.EnsureTopics(ctx, adm, s.conn)
-		if err == nil {
-			err = s.limits.Load(ctx, adm, s.conn.EventsTopic, s.conn.RepliesTopic, s.conn.DLQTopic)
-		}
+		recreated := s.recreated.Swap(false)
+		purged, err := kafkaconn.Repair(ctx, s.cl, ensure, recreated, nil,
+			[]string{s.conn.EventsTopic, s.conn.RepliesTopic, s.conn.DLQTopic})
 		cancel()
-		if err != nil {
+		switch {
+		case err != nil:
+			if recreated {
+				s.recreated.Store(true) // still to purge once the topics exist
+			}
 			s.log.Error("topics missing and not recreated; writes wait", "err", err)
-			continue
-		}
-		if s.recreated.Swap(false) {
-			missing = []string{s.conn.EventsTopic, s.conn.RepliesTopic, s.conn.DLQTopic}
-		}
-		if len(missing) > 0 {
-			// A recreated topic has a new ID, which franz-go adopts only
-			// once the topic is purged from the client; purging fails what
-			// is buffered for it, and the workers write that again.
-			s.cl.PurgeTopicsFromProducing(missing...)
-			s.log.Warn("topics were missing (the cluster lost its state, or they were deleted): recreated", "topics", missing)
+		case len(purged) > 0:
+			s.log.Warn("topics were missing (the cluster lost its state, or they were deleted): recreated", "topics", purged)
 		}
 	}
-}
-
-// missingTopics lists the sink's topics that the cluster does not have;
-// nil when it cannot tell.
-func (s *Sink) missingTopics(ctx context.Context, adm *kadm.Client) []string {
-	topics := []string{s.conn.EventsTopic, s.conn.RepliesTopic, s.conn.DLQTopic}
-	details, err := adm.ListTopics(ctx, topics...)
-	if err != nil {
-		return nil
-	}
-	var missing []string
-	for _, t := range topics {
-		if d, ok := details[t]; !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-			missing = append(missing, t)
-		}
-	}
-	return missing
 }

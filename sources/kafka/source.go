@@ -277,6 +277,7 @@ func (s *Source) run(intake, work context.Context) {
 	defer close(s.done)
 	backoff := bridge.Backoff(retryMin, retryMax)
 	attempt := 0
+	var lastRepair time.Time
 	for intake.Err() == nil {
 		fetches := s.cl.PollRecords(intake, s.cfg.PollRecords)
 		if fetches.IsClientClosed() || intake.Err() != nil {
@@ -285,13 +286,19 @@ func (s *Source) run(intake, work context.Context) {
 			s.cl.AllowRebalance()
 			return
 		}
-		fetchFailed := false
+		fetchFailed, topicMissing, recreated := false, false, false
 		fetches.EachError(func(topic string, partition int32, err error) {
 			fetchFailed = true
+			topicMissing = topicMissing || kafkaconn.TopicMissing(err)
+			recreated = recreated || errors.Is(err, kerr.UnknownTopicID)
 			s.log.Warn("fetching commands failed", "topic", topic, "partition", partition, "err", err)
 		})
 		retry, err := s.round(intake, work, fetches)
 		s.cl.AllowRebalance()
+		if topicMissing && time.Since(lastRepair) > repairInterval {
+			lastRepair = time.Now()
+			s.repairTopics(intake, recreated)
+		}
 		if !retry && !fetchFailed {
 			attempt = 0
 			continue
@@ -304,6 +311,29 @@ func (s *Source) run(intake, work context.Context) {
 		case <-intake.Done():
 		}
 		attempt++
+	}
+}
+
+// repairInterval is how often at most the source recreates the commands
+// topic while fetches say it does not exist.
+const repairInterval = 2 * time.Second
+
+// repairTopics recreates the commands and dead-letter topics after the
+// cluster lost them (kafkaconn.Repair, with the same EnsureTopics as at
+// start) and restarts consuming the commands topic, so that commands
+// written to the recreated topic are read without a restart.
+func (s *Source) repairTopics(ctx context.Context, recreated bool) {
+	ctx, cancel := context.WithTimeout(ctx, repairInterval)
+	defer cancel()
+	ensure := func(ctx context.Context) error {
+		return kafkaconn.EnsureTopics(ctx, kadm.NewClient(s.cl), s.conn) // not closed: that would close s.cl
+	}
+	purged, err := kafkaconn.Repair(ctx, s.cl, ensure, recreated, []string{s.conn.CommandsTopic}, []string{s.conn.DLQTopic})
+	switch {
+	case err != nil:
+		s.log.Error("commands topic missing and not recreated; commands wait", "err", err)
+	case len(purged) > 0:
+		s.log.Warn("topics were missing (the cluster lost its state, or they were deleted): recreated, reading commands again", "topics", purged)
 	}
 }
 
