@@ -134,3 +134,49 @@ func TestKafkaLostStateCommands(t *testing.T) {
 		t.Errorf("exit code after SIGTERM = %d", code)
 	}
 }
+
+// TestNATSCommandsStreamDeleted deletes NR_COMMANDS (and with it the
+// bridge's consumer) under a running bridge: the bridge recreates both and
+// consumes again, so commands written once the stream is back reach the
+// node without a restart.
+func TestNATSCommandsStreamDeleted(t *testing.T) {
+	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{Persistence: true})
+	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	b := startBridge(t, bridgeBinary(t, false), "bridge", natsEnv(mq.URL(), ns.URL(), "fi-natscmddeleted"))
+	node := startCmdNode(t, mq.URL(), "fi-natscmddeleted-node")
+	_, js := connectNATS(t, ns.URL())
+	if err := streamCommand(js, "nr.org.o1.node.n1.cmd", commandDoc("before", time.Now(), time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	testserver.WaitFor(t, 20*time.Second, "command before the deletion delivered", func() bool { return node.delivered()["before"] == 1 })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := js.DeleteStream(ctx, "NR_COMMANDS"); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	testserver.WaitFor(t, 30*time.Second, "NR_COMMANDS recreated", func() bool {
+		_, err := js.Stream(ctx, "NR_COMMANDS")
+		return err == nil
+	})
+	const n = 20
+	for i := range n {
+		if err := streamCommand(js, "nr.org.o1.node.n1.cmd", commandDoc(fmt.Sprintf("after-%d", i), time.Now(), time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testserver.WaitFor(t, 30*time.Second, "commands after the deletion delivered", func() bool {
+		got := node.delivered()
+		for i := range n {
+			if got[fmt.Sprintf("after-%d", i)] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	t.Logf("commands flowing again %v after the deletion", time.Since(start).Round(time.Millisecond))
+	if code := b.stop(syscall.SIGTERM); code != 0 {
+		t.Errorf("exit code after SIGTERM = %d", code)
+	}
+}

@@ -59,3 +59,14 @@ const JSErrCodeHeaderExceedsMaximum jetstream.ErrorCode = 10097
 // included) JetStream stores in one message, whatever max_payload says:
 // nats-server refuses more with JSErrCodeHeaderExceedsMaximum.
 const MaxHeaderBytes = 65535
+
+// StreamMissing reports whether a JetStream write failed because no stream
+// takes its subject: "no responders" for a subject no stream listens on (a
+// stream or key-value bucket deleted, a server that lost its store), or
+// stream not found. Writers that manage their streams set them up again.
+func StreamMissing(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) ||
+		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound
+}

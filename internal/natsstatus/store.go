@@ -11,11 +11,13 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 )
 
 // Config is the bucket's configuration. Defaults are in the envDefault
@@ -60,6 +62,11 @@ type Options struct {
 type Store struct {
 	kv  jetstream.KeyValue
 	log *slog.Logger
+	// recreate sets the bucket up again after it was lost (deleted, or a
+	// server that lost its store); nil without NATS_MANAGE_STREAMS.
+	recreate func(ctx context.Context) error
+	repairMu sync.Mutex
+	repaired time.Time // the last recreate
 	// maxValue is the largest status document Put writes: the bucket's
 	// largest value or the server's max_payload, whichever is smaller,
 	// minus room for the headers of a compare-and-swap write.
@@ -115,6 +122,10 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, opts Options, 
 		kv = existing
 	}
 	st := newStore(ctx, js, kv, log)
+	st.recreate = func(ctx context.Context) error {
+		_, err := js.CreateOrUpdateKeyValue(ctx, kvCfg)
+		return err
+	}
 	log.Info("status bucket ready", "bucket", cfg.Bucket, "ttl", opts.TTL.String(), "max_value_bytes", st.maxValue)
 	return st, nil
 }
@@ -162,10 +173,15 @@ func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (
 		return 0, fmt.Errorf("put status %s: %w", key, err)
 	}
 	var n uint64
-	if rev == 0 {
-		n, err = s.kv.Create(ctx, key, b)
-	} else {
-		n, err = s.kv.Update(ctx, key, b, rev)
+	write := func() (uint64, error) {
+		if rev == 0 {
+			return s.kv.Create(ctx, key, b)
+		}
+		return s.kv.Update(ctx, key, b, rev)
+	}
+	n, err = write()
+	if natsconn.StreamMissing(err) && s.repair(ctx) {
+		n, err = write()
 	}
 	switch {
 	case err == nil:
@@ -174,6 +190,31 @@ func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (
 		return 0, fmt.Errorf("put status %s: %w", key, bridge.ErrStatusConflict)
 	}
 	return 0, fmt.Errorf("put status %s: %w", key, err)
+}
+
+// repairInterval is how often at most the store sets up a lost bucket
+// again.
+const repairInterval = 2 * time.Second
+
+// repair sets the bucket up again after a write found it missing, at most
+// once per repairInterval, and reports whether it did: the write is then
+// tried again. Statuses the lost bucket held are gone with it.
+func (s *Store) repair(ctx context.Context) bool {
+	if s.recreate == nil {
+		return false
+	}
+	s.repairMu.Lock()
+	defer s.repairMu.Unlock()
+	if time.Since(s.repaired) < repairInterval {
+		return false
+	}
+	s.repaired = time.Now()
+	if err := s.recreate(ctx); err != nil {
+		s.log.Error("status bucket missing and not recreated", "err", err)
+		return false
+	}
+	s.log.Warn("status bucket was missing (deleted, or the server lost its store): recreated")
+	return true
 }
 
 // isWrongLastSequence matches the CAS failures jetstream does not map

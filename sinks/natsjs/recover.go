@@ -5,28 +5,20 @@ import (
 	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 )
 
 // repairInterval is how often at most the sink checks and recreates its
 // streams while publishes find no stream.
 const repairInterval = 2 * time.Second
 
-// missingStream reports whether a publish failed because no stream takes
-// its subject: JetStream answers "no responders" for a subject no stream
-// listens on (a stream deleted, a server that lost its store).
-func missingStream(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound
-}
-
 // observe records a publish outcome for Ready and, when no stream took the
 // message, asks the repair loop to recreate the streams. It never blocks.
 func (s *Sink) observe(err error) {
 	s.health.Observe(err)
-	if missingStream(err) {
+	if natsconn.StreamMissing(err) {
 		select {
 		case s.repair <- struct{}{}:
 		default: // a repair is already asked for

@@ -74,7 +74,10 @@ type Source struct {
 
 	ctx      context.Context // cancelled when Stop gives up waiting
 	cancel   context.CancelFunc
-	cc       jetstream.ConsumeContext
+	ccMu     sync.Mutex
+	cc       jetstream.ConsumeContext // replaced by resume after the consumer was lost
+	lost     chan struct{}            // the consumer (or its stream) is gone: resume consuming
+	resumed  chan struct{}            // closed when the resume loop ended
 	work     chan delivery
 	stopping chan struct{}
 	stopOnce sync.Once
@@ -116,6 +119,8 @@ func New(js jetstream.JetStream, cfg Config, streams sinknatsjs.Config, pub Publ
 		backoff:  bridge.Backoff(cfg.RetryMin, cfg.RetryMax),
 		work:     make(chan delivery),
 		stopping: make(chan struct{}),
+		lost:     make(chan struct{}, 1),
+		resumed:  make(chan struct{}),
 	}
 }
 
@@ -139,19 +144,103 @@ func (s *Source) Start(ctx context.Context) error {
 	}
 	// Pulling only as many as there are workers keeps commands from waiting
 	// in a client buffer while their AckWait runs.
+	cc, err := s.consume(cons)
+	if err != nil {
+		s.stopWorkers()
+		close(s.resumed)
+		return err
+	}
+	s.cc = cc
+	go s.resume()
+	s.log.Info("consuming commands", "stream", s.cfg.Stream, "consumer", s.consumer, "concurrency", s.cfg.Concurrency)
+	return nil
+}
+
+// consume starts consuming cons; a consumer that disappears (deleted, or
+// its stream deleted or lost by the server) signals the resume loop.
+func (s *Source) consume(cons jetstream.Consumer) (jetstream.ConsumeContext, error) {
 	cc, err := cons.Consume(s.onMessage,
 		jetstream.PullMaxMessages(s.cfg.Concurrency),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 			s.log.Warn("consuming commands", "err", err)
+			if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) ||
+				errors.Is(err, jetstream.ErrStreamNotFound) {
+				select {
+				case s.lost <- struct{}{}:
+				default:
+				}
+			}
 		}),
 	)
 	if err != nil {
-		s.stopWorkers()
-		return fmt.Errorf("consume %s/%s: %w", s.cfg.Stream, s.consumer, err)
+		return nil, fmt.Errorf("consume %s/%s: %w", s.cfg.Stream, s.consumer, err)
 	}
-	s.cc = cc
-	s.log.Info("consuming commands", "stream", s.cfg.Stream, "consumer", s.consumer, "concurrency", s.cfg.Concurrency)
-	return nil
+	return cc, nil
+}
+
+// resumeInterval is how often at most the source sets up the stream and
+// consumer again after losing them.
+const resumeInterval = 2 * time.Second
+
+// resume sets up the stream (with NATS_MANAGE_STREAMS) and the durable
+// consumer again whenever consuming lost them, and consumes again, until
+// Stop, so commands written to a recreated stream are published without a
+// restart. Messages of the old consumer still in flight finish as before;
+// their acks fail and the new consumer delivers them again.
+func (s *Source) resume() {
+	defer close(s.resumed)
+	for {
+		select {
+		case <-s.lost:
+		case <-s.stopping:
+			return
+		}
+		select {
+		case <-time.After(resumeInterval):
+		case <-s.stopping:
+			return
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, resumeInterval)
+		cons, err := s.ensure(ctx)
+		cancel()
+		if err != nil {
+			s.log.Error("commands stream or consumer lost and not set up again; retrying", "stream", s.cfg.Stream, "consumer", s.consumer, "err", err)
+			select {
+			case s.lost <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		s.ccMu.Lock()
+		select {
+		case <-s.stopping:
+			s.ccMu.Unlock()
+			return
+		default:
+		}
+		cc, err := s.consume(cons)
+		if err != nil {
+			s.ccMu.Unlock()
+			s.log.Error("consuming commands again failed; retrying", "err", err)
+			select {
+			case s.lost <- struct{}{}:
+			default:
+			}
+			continue
+		}
+		old := s.cc
+		s.cc = cc
+		s.ccMu.Unlock()
+		old.Stop()
+		s.log.Warn("commands stream or consumer was lost (deleted, or the server lost its store): set up again, consuming", "stream", s.cfg.Stream, "consumer", s.consumer)
+	}
+}
+
+// consumeContext is the current consume context.
+func (s *Source) consumeContext() jetstream.ConsumeContext {
+	s.ccMu.Lock()
+	defer s.ccMu.Unlock()
+	return s.cc
 }
 
 // onMessage is the consume callback. It runs one message at a time, so it
@@ -338,13 +427,17 @@ func (s *Source) writeDeadLetter(subject string, hs []bridge.Header, data []byte
 // aborted and their commands nakked. It does not close the NATS connection,
 // which the caller owns and drains afterwards. Calling it again is a no-op.
 func (s *Source) Stop(ctx context.Context) error {
-	if s.cc == nil {
+	if s.consumeContext() == nil {
 		return nil
 	}
 	s.stopOnce.Do(func() {
+		s.ccMu.Lock() // no resume between the close and the drain
 		close(s.stopping)
 		s.cc.Drain()
+		s.ccMu.Unlock()
 	})
+	<-s.resumed
+	cc := s.consumeContext()
 	workers := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -364,12 +457,12 @@ func (s *Source) Stop(ctx context.Context) error {
 	// is unreachable it may not, and the buffered messages come back after
 	// AckWait anyway.
 	select {
-	case <-s.cc.Closed():
+	case <-cc.Closed():
 	case <-ctx.Done():
 		select {
-		case <-s.cc.Closed():
+		case <-cc.Closed():
 		case <-time.After(time.Second):
-			s.cc.Stop()
+			cc.Stop()
 		}
 	}
 	s.log.Info("commands source stopped")
