@@ -82,6 +82,7 @@ func TestNATSStreamDeleted(t *testing.T) {
 		t.Errorf("exit code after SIGTERM = %d", code)
 	}
 }
+
 // TestKafkaLostStateCommands wipes kfake under a bridge that consumes
 // nr.commands: once the cluster is back (empty) and the bridge has
 // recreated its topics, commands written to nr.commands reach the node.
