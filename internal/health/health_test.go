@@ -26,3 +26,25 @@ func TestWrites(t *testing.T) {
 		t.Fatalf("after a success: %v", err)
 	}
 }
+
+// A burst of asks costs one repair; asks after it wait out the interval;
+// Stop ends Run.
+func TestRepairer(t *testing.T) {
+	repaired := make(chan time.Time, 10)
+	r := NewRepairer(200*time.Millisecond, func() { repaired <- time.Now() })
+	go r.Run()
+	for range 5 {
+		r.Ask()
+	}
+	first := <-repaired
+	r.Ask()
+	second := <-repaired
+	if gap := second.Sub(first); gap < 200*time.Millisecond {
+		t.Errorf("second repair %v after the first, want at least the interval", gap)
+	}
+	r.Stop()
+	<-r.Done()
+	if n := len(repaired); n != 0 {
+		t.Errorf("%d more repairs than asked for", n)
+	}
+}

@@ -50,11 +50,9 @@ type Sink struct {
 	closed  bool
 	pending sync.WaitGroup // records handed to Produce whose done has not run
 
-	health     health.Writes
-	repair     chan struct{} // asks repairLoop to recreate missing topics
-	recreated  atomic.Bool   // a produce failed with UNKNOWN_TOPIC_ID: purge before producing again
-	stopRepair chan struct{}
-	repairDone chan struct{}
+	health    health.Writes
+	repairer  *health.Repairer // recreates missing topics, off the write path
+	recreated atomic.Bool      // a produce failed with UNKNOWN_TOPIC_ID: purge before producing again
 }
 
 // New connects to the cluster, waiting (with backoff, until ctx ends)
@@ -105,12 +103,10 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, log *slog.Logge
 		window:        make(chan struct{}, cfg.Window),
 		queue:         newCompletionQueue(),
 		loopDone:      make(chan struct{}),
-		repair:        make(chan struct{}, 1),
-		stopRepair:    make(chan struct{}),
-		repairDone:    make(chan struct{}),
 	}
+	s.repairer = health.NewRepairer(repairInterval, s.repair)
 	go s.completionLoop()
-	go s.repairLoop()
+	go s.repairer.Run()
 	return s, nil
 }
 
@@ -229,8 +225,8 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.cancelProduce()
 	}
 	s.mon.Close()
-	close(s.stopRepair)
-	<-s.repairDone
+	s.repairer.Stop()
+	<-s.repairer.Done()
 	s.cl.Close()
 	// Every promise has run now (Close fails what was left), so pending
 	// only waits for the completion loop to call the last done callbacks.

@@ -55,10 +55,8 @@ type Sink struct {
 	stopReady chan struct{}
 	readyDone chan struct{} // closed when watchReady returned
 
-	health     health.Writes
-	repair     chan struct{} // asks repairLoop to recreate missing streams
-	stopRepair chan struct{}
-	repairDone chan struct{}
+	health   health.Writes
+	repairer *health.Repairer // recreates missing streams, off the write path
 }
 
 // readyRefresh is how often the connection status behind Ready is read.
@@ -94,11 +92,8 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 
 		stopReady: make(chan struct{}),
 		readyDone: make(chan struct{}),
-
-		repair:     make(chan struct{}, 1),
-		stopRepair: make(chan struct{}),
-		repairDone: make(chan struct{}),
 	}
+	s.repairer = health.NewRepairer(repairInterval, s.repair)
 	if s.cfg.UnhealthyAfter <= 0 {
 		s.cfg.UnhealthyAfter = DefaultUnhealthyAfter
 	}
@@ -108,7 +103,7 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 	s.ready.Store(&readyState{err: s.connState()})
 	go s.ackLoop()
 	go s.watchReady()
-	go s.repairLoop()
+	go s.repairer.Run()
 	return s, nil
 }
 
@@ -363,10 +358,10 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.closed = true
 		close(s.pending)
 		close(s.stopReady)
-		close(s.stopRepair)
+		s.repairer.Stop()
 	}
 	s.mu.Unlock()
-	for _, done := range []chan struct{}{s.done, s.readyDone, s.repairDone} {
+	for _, done := range []<-chan struct{}{s.done, s.readyDone, s.repairer.Done()} {
 		select {
 		case <-done:
 		case <-ctx.Done():
