@@ -19,6 +19,10 @@
 //
 //	go test -tags faults -count=1 -v -timeout 30m ./internal/faults/
 //
+// TestHostile (one line per case, hostile=<backbone>/<case> ...) and
+// FuzzHostileEvent hold the bridge to its rules for hostile input from a
+// node or a caller, on both backbones: see docs/hostile-input.md.
+//
 // TestMain then prints the results as a Markdown table. With
 // FAULTS_KEEP_LOGS=<dir> the log of every bridge of a failed scenario is
 // also copied there. The soak test runs only with -soak set (not in CI):
