@@ -366,6 +366,12 @@ func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (
 		return rev, nil
 	}
 	if err := s.write(ctx, recs); err != nil {
+		if kafkaconn.Permanent(err) {
+			// Records are cut to fit the topic, so this is a topic whose
+			// limit was lowered since: the same classification as every
+			// other write, so logs and metrics say rejected, not retried.
+			return 0, fmt.Errorf("put status %s: %w: %w", key, bridge.ErrRejected, err)
+		}
 		return 0, fmt.Errorf("put status %s: %w", key, err)
 	}
 	s.mu.Lock()

@@ -188,6 +188,10 @@ func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (
 		return n, nil
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), isWrongLastSequence(err):
 		return 0, fmt.Errorf("put status %s: %w", key, bridge.ErrStatusConflict)
+	case natsconn.Permanent(err):
+		// Documents are cut to fit the bucket, so this is a bucket whose
+		// limit was lowered since: classified as every other write.
+		return 0, fmt.Errorf("put status %s: %w: %w", key, bridge.ErrRejected, err)
 	}
 	return 0, fmt.Errorf("put status %s: %w", key, err)
 }
