@@ -74,6 +74,9 @@ type Worker struct {
 
 	staleMu   sync.Mutex
 	staleDone map[string]bool // filters of earlier scopes unsubscribed on this connection
+	// stalePending are filters of earlier scopes whose unsubscribe failed
+	// (the connection was down): removed at the next subscribe.
+	stalePending map[string]bool
 }
 
 // WorkerOption configures a Worker; NewReceiver passes its options to every
@@ -134,7 +137,8 @@ func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...Wor
 		stop:     make(chan struct{}),
 		retries:  make(map[*flight]*time.Timer),
 
-		staleDone: make(map[string]bool),
+		staleDone:    make(map[string]bool),
+		stalePending: make(map[string]bool),
 	}
 	w.peers = []*Worker{w}
 	w.log = log.With("component", "worker", "worker", id, "client_id", w.clientID)
@@ -285,7 +289,8 @@ func (w *Worker) subscribe(cm *autopaho.ConnectionManager, subIDs bool) {
 				w.log.Info("MQTT subscribed", "topics", w.filters)
 				if stale := w.takeStale(""); len(stale) > 0 {
 					// Before Ready: once a scoped bridge says it is ready,
-					// its session no longer holds the unscoped filters.
+					// its session no longer holds the unscoped filters (nor
+					// those a failed unsubscribe left behind).
 					w.removeStale(cm, stale)
 				}
 				w.subscribed.Store(true)
@@ -305,13 +310,21 @@ func (w *Worker) subscribe(cm *autopaho.ConnectionManager, subIDs bool) {
 }
 
 // takeStale returns the filters through which an earlier scope could have
-// delivered topic (StaleFilters; with topic "" the unscoped ones) that
-// this connection has not unsubscribed yet, and marks them as done.
+// delivered topic (StaleFilters; with topic "" the unscoped ones and those
+// a failed unsubscribe left pending) that this connection has not
+// unsubscribed yet, and marks them as done.
 func (w *Worker) takeStale(topic string) []string {
 	var todo []string
 	w.staleMu.Lock()
 	defer w.staleMu.Unlock()
-	for _, f := range StaleFilters(w.cfg.ShareGroup, w.cfg.OrgID, topic) {
+	filters := StaleFilters(w.cfg.ShareGroup, w.cfg.OrgID, topic)
+	if topic == "" {
+		for f := range w.stalePending {
+			filters = append(filters, f)
+		}
+		clear(w.stalePending)
+	}
+	for _, f := range filters {
 		if !w.staleDone[f] {
 			w.staleDone[f] = true
 			todo = append(todo, f)
@@ -321,8 +334,8 @@ func (w *Worker) takeStale(topic string) []string {
 }
 
 // removeStale unsubscribes filters of an earlier scope; it blocks until
-// the UNSUBACK. A failure leaves them to be tried again by the next
-// message that comes through them.
+// the UNSUBACK. A failure (the connection went down) leaves them to the
+// next subscribe, or the next message that comes through them.
 func (w *Worker) removeStale(cm *autopaho.ConnectionManager, filters []string) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.cfg.PublishTimeout)
 	defer cancel()
@@ -331,6 +344,7 @@ func (w *Worker) removeStale(cm *autopaho.ConnectionManager, filters []string) {
 		w.staleMu.Lock()
 		for _, f := range filters {
 			delete(w.staleDone, f)
+			w.stalePending[f] = true
 		}
 		w.staleMu.Unlock()
 		w.log.Warn("MQTT unsubscribe of an earlier scope's filters failed", "topics", filters, "err", err)

@@ -166,7 +166,15 @@ func TestPoisonInput(t *testing.T) {
 	dl := map[string]string{}
 	for _, m := range readStream(t, js, "NR_DLQ", "") {
 		if strings.HasPrefix(m.Subject, "nr.dlq.events") || strings.HasPrefix(m.Subject, "nr.dlq.reply") {
-			dl[bridge.MsgIDOf(m.Header.Get("Nats-Msg-Id"))] = m.Header.Get("Nr-Error")
+			// A dead letter whose topic has no valid IDs is scoped to its
+			// whole topic (docs/messages.md): <Nr-Topic>/<msg_id>.
+			id := m.Header.Get("Nats-Msg-Id")
+			if scoped, ok := strings.CutPrefix(id, m.Header.Get("Nr-Topic")+"/"); ok {
+				id = scoped
+			} else {
+				id = bridge.MsgIDOf(id)
+			}
+			dl[id] = m.Header.Get("Nr-Error")
 		}
 	}
 	byKind := map[string]int{}
