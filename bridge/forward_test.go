@@ -5,9 +5,13 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
@@ -41,11 +45,18 @@ func startBridgeWith(t *testing.T, cfg *bridge.MQTTConfig, natsURL string, scfg 
 	return r
 }
 
+// TestForwardEventsAndReplies is the README's "exactly once" on NATS: every
+// event and reply is stored once, and the sink published each of them once
+// (a tap on the subjects counts the publishes JetStream would deduplicate
+// silently). The poison message, sent after the traffic is stored, is the
+// positive control: its dead letter is the sink's last publish, so once the
+// tap has it every earlier publish, a second copy included, has reached it.
 func TestForwardEventsAndReplies(t *testing.T) {
 	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	nc, js := testclient.ConnectNATS(t, ns.URL())
+	tap := tapPublishes(t, nc, "nr.>")
 	startBridge(t, mqttConfig(mq.URL(), "fwd"), ns.URL())
-	_, js := testclient.ConnectNATS(t, ns.URL())
 
 	const nodes, events, replies = 4, 1000, 250
 	done := make(chan struct{}, nodes)
@@ -71,20 +82,30 @@ func TestForwardEventsAndReplies(t *testing.T) {
 			}
 		}()
 	}
-	bad := testclient.ConnectMQTT(t, mq.URL(), "bad-node")
-	bad.Publish("org/bad.org/node/n1/events", []byte("poison"), nil)
 	for n := 0; n < nodes; n++ {
 		<-done
 	}
 
 	testserver.WaitFor(t, 30*time.Second, "all messages in the streams", func() bool {
 		return testclient.StreamCount(js, "NR_EVENTS") >= nodes*events &&
-			testclient.StreamCount(js, "NR_REPLIES") >= nodes*replies &&
-			testclient.StreamCount(js, "NR_DLQ") >= 1
+			testclient.StreamCount(js, "NR_REPLIES") >= nodes*replies
 	})
-	time.Sleep(200 * time.Millisecond) // let a stray duplicate show up
+	bad := testclient.ConnectMQTT(t, mq.URL(), "bad-node")
+	bad.Publish("org/bad.org/node/n1/events", []byte("poison"), nil)
+	testserver.WaitFor(t, 30*time.Second, "the dead letter, in the stream and on the tap", func() bool {
+		return testclient.StreamCount(js, "NR_DLQ") >= 1 && tap.subjectCount("nr.dlq.events") >= 1
+	})
 	if got := testclient.StreamCount(js, "NR_EVENTS"); got != nodes*events {
 		t.Fatalf("NR_EVENTS has %d messages, want exactly %d", got, nodes*events)
+	}
+	if got := testclient.StreamCount(js, "NR_REPLIES"); got != nodes*replies {
+		t.Fatalf("NR_REPLIES has %d messages, want exactly %d", got, nodes*replies)
+	}
+	// Exactly once on the wire too: one publish per message, none that
+	// JetStream had to drop as a duplicate.
+	if total, dups := tap.totals(); total != nodes*events+nodes*replies+1 || len(dups) != 0 {
+		t.Fatalf("the sink published %d messages, want %d (one per message); published more than once: %v",
+			total, nodes*events+nodes*replies+1, firstN(dups, 10))
 	}
 
 	seen := map[string]bool{}
@@ -153,16 +174,34 @@ func TestForwardEventsAndReplies(t *testing.T) {
 
 // TestBackboneOutage stops the NATS server mid-stream: the workers stop
 // acknowledging, the broker keeps the messages, and every event arrives
-// once the server is back.
+// once the server is back. Before the outage the sink must have published
+// each of the first 1,000 events exactly once (a tap counts the publishes
+// JetStream would deduplicate); during the outage a publish whose PubAck
+// was lost may legitimately be repeated, and the stream must still hold
+// each event once.
 func TestBackboneOutage(t *testing.T) {
 	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	tapConn, js := testclient.ConnectNATS(t, ns.URL())
+	tap := tapPublishes(t, tapConn, "nr.>")
 	startBridge(t, mqttConfig(mq.URL(), "outage"), ns.URL())
 
-	const total = 3000
+	const total, before = 3000, 1000
 	pub := testclient.ConnectMQTT(t, mq.URL(), "node-outage")
 	for i := 0; i < total; i++ {
-		if i == 1000 {
+		if i == before {
+			// Positive control: the sentinel is published by the sink after
+			// every event before it, so once the tap has it, a second copy
+			// of any of them has reached the tap too.
+			testserver.WaitFor(t, 30*time.Second, "the first events stored", func() bool {
+				return testclient.StreamCount(js, "NR_EVENTS") >= before
+			})
+			pub.Publish("org/o1/node/sentinel/events", []byte("sentinel"), testclient.MsgID("sentinel"))
+			testserver.WaitFor(t, 30*time.Second, "the sentinel on the tap", func() bool { return tap.count("o1/sentinel/sentinel") >= 1 })
+			if total, dups := tap.totals(); total != before+1 || len(dups) != 0 {
+				t.Fatalf("before the outage the sink published %d messages, want %d; published more than once: %v", total, before+1, firstN(dups, 10))
+			}
+			tapConn.Close()
 			ns.Shutdown()
 		}
 		if i == 2000 {
@@ -171,10 +210,13 @@ func TestBackboneOutage(t *testing.T) {
 		}
 		pub.Publish(fmt.Sprintf("org/o1/node/n%d/events", i%10), fmt.Appendf(nil, "%d", i), testclient.MsgID("m-%d", i))
 	}
-	_, js := testclient.ConnectNATS(t, ns.URL())
+	_, js = testclient.ConnectNATS(t, ns.URL())
 	testserver.WaitFor(t, 60*time.Second, "all events after the outage", func() bool {
-		return testclient.StreamCount(js, "NR_EVENTS") >= total
+		return testclient.StreamCount(js, "NR_EVENTS") >= total+1
 	})
+	if n := testclient.StreamCount(js, "NR_EVENTS"); n != total+1 {
+		t.Fatalf("NR_EVENTS has %d messages, want %d events and the sentinel", n, total+1)
+	}
 	seen := map[string]int{}
 	for _, m := range testclient.ReadStream(t, js, "NR_EVENTS") {
 		seen[m.Header.Get("Nats-Msg-Id")]++
@@ -189,6 +231,83 @@ func TestBackboneOutage(t *testing.T) {
 		t.Fatalf("NR_DLQ has %d messages after an outage, want 0", n)
 	}
 }
+
+// publishTap counts, with a core NATS subscription, every publish on the
+// backbone's subjects, including the second copies JetStream drops as
+// duplicates without a trace in the stream. A message is keyed by its
+// Nats-Msg-Id, or by subject and payload when it has none.
+type publishTap struct {
+	t        testing.TB
+	mu       sync.Mutex
+	keys     map[string]int
+	subjects map[string]int
+	total    int
+}
+
+// tapPublishes subscribes nc to subject and returns the tap; the test
+// fails if the subscription ever drops a message (slow consumer), since
+// the counts would then be wrong.
+func tapPublishes(t testing.TB, nc *nats.Conn, subject string) *publishTap {
+	t.Helper()
+	tp := &publishTap{t: t, keys: map[string]int{}, subjects: map[string]int{}}
+	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
+		key := m.Header.Get("Nats-Msg-Id")
+		if key == "" {
+			key = m.Subject + "|" + string(m.Data)
+		}
+		tp.mu.Lock()
+		tp.keys[key]++
+		tp.subjects[m.Subject]++
+		tp.total++
+		tp.mu.Unlock()
+	})
+	if err != nil {
+		t.Fatalf("tap %s: %v", subject, err)
+	}
+	if err := sub.SetPendingLimits(-1, -1); err != nil {
+		t.Fatalf("tap pending limits: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("tap flush: %v", err)
+	}
+	t.Cleanup(func() {
+		if n, err := sub.Dropped(); err == nil && n > 0 {
+			t.Errorf("the publish tap dropped %d messages: its counts are not complete", n)
+		}
+	})
+	return tp
+}
+
+// count is how many times the message keyed key was published.
+func (tp *publishTap) count(key string) int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.keys[key]
+}
+
+// subjectCount is how many publishes there were on subject.
+func (tp *publishTap) subjectCount(subject string) int {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	return tp.subjects[subject]
+}
+
+// totals returns the number of publishes and the sorted keys published
+// more than once.
+func (tp *publishTap) totals() (total int, dups []string) {
+	tp.mu.Lock()
+	defer tp.mu.Unlock()
+	for k, n := range tp.keys {
+		if n > 1 {
+			dups = append(dups, fmt.Sprintf("%s x%d", k, n))
+		}
+	}
+	sort.Strings(dups)
+	return tp.total, dups
+}
+
+// firstN is at most n of s, for a failure message.
+func firstN(s []string, n int) []string { return s[:min(n, len(s))] }
 
 // flakySink fails the first failures writes, then records successes.
 type flakySink struct {
@@ -263,12 +382,19 @@ func TestAckAfterRetriedWrite(t *testing.T) {
 		t.Fatalf("attempts %d written %v, want 4 and [one]", attempts, written)
 	}
 
+	// Positive control: the broker resends a session's un-acked messages
+	// first, so with one worker "one" would be written before "sentinel",
+	// published after the reconnect.
 	again := newFlakySink(0)
 	r2 := runWorkers(t, cfg, again)
-	time.Sleep(500 * time.Millisecond) // a redelivery would come right after CONNACK
+	testclient.ConnectMQTT(t, mq.URL(), "node-ack-2").Publish("org/o1/node/n1/events", []byte("sentinel"), nil)
+	testserver.WaitFor(t, 10*time.Second, "the sentinel written", func() bool {
+		_, w := again.snapshot()
+		return len(w) > 0 && w[len(w)-1] == "sentinel"
+	})
 	stopWorkers(t, r2, 5*time.Second)
-	if attempts, _ := again.snapshot(); attempts != 0 {
-		t.Fatalf("message redelivered after it was acked (%d writes)", attempts)
+	if attempts, written := again.snapshot(); attempts != 1 || len(written) != 1 {
+		t.Fatalf("message redelivered after it was acked: %d writes %v, want only the sentinel", attempts, written)
 	}
 }
 
@@ -318,22 +444,37 @@ func TestInflightBound(t *testing.T) {
 		pub.Publish("org/o1/node/n1/events", []byte("x"), nil)
 	}
 	testserver.WaitFor(t, 10*time.Second, "the window to fill", func() bool { return r.Workers()[0].Inflight() == 20 })
-	time.Sleep(300 * time.Millisecond)
-	if n := r.Workers()[0].Inflight(); n != 20 {
-		t.Fatalf("inflight %d, want the bound 20", n)
-	}
 	close(stall.release)
 	testserver.WaitFor(t, 10*time.Second, "all 100 written", func() bool { return stall.count() == 100 })
 	stopWorkers(t, r, 5*time.Second)
+	// The high-water mark covers the whole run: no sleep needed to see a
+	// 21st message handed to the sink while 20 were held.
+	if m := stall.maxHeld(); m != 20 {
+		t.Fatalf("the sink held up to %d writes at once, want the bound 20", m)
+	}
 }
 
 type stallSink struct {
 	release chan struct{}
 	mu      chan struct{}
 	n       int
+	held    int // writes given and not completed
+	maxH    int // the most held at once
 }
 
 func (s *stallSink) Write(ctx context.Context, _ *bridge.Message, done func(error)) {
+	s.lock()
+	s.held++
+	s.maxH = max(s.maxH, s.held)
+	s.unlock()
+	done = func(inner func(error)) func(error) {
+		return func(err error) {
+			s.lock()
+			s.held--
+			s.unlock()
+			inner(err)
+		}
+	}(done)
 	go func() {
 		select {
 		case <-s.release:
@@ -356,6 +497,7 @@ func (s *stallSink) lock() {
 }
 func (s *stallSink) unlock()                     { <-s.mu }
 func (s *stallSink) count() int                  { s.lock(); defer s.unlock(); return s.n }
+func (s *stallSink) maxHeld() int                { s.lock(); defer s.unlock(); return s.maxH }
 func (s *stallSink) Close(context.Context) error { return nil }
 
 // TestOversizedEventDeadLettered: an event over the NATS server's
