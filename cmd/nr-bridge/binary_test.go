@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse/paho.golang/paho"
+
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-
-	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 var (
@@ -126,9 +126,11 @@ func (p *bridgeProc) signal(t *testing.T, sig syscall.Signal) int {
 	return p.cmd.ProcessState.ExitCode()
 }
 
-// publishSteadily publishes total events (msg_id m-<i>) from 8 nodes at a
-// steady pace; it returns a channel closed when all are PUBACKed.
-func publishSteadily(t *testing.T, brokerURL string, total int, every time.Duration) (<-chan struct{}, func() int) {
+// publishSteadily publishes total events {"i":<i>} from 8 nodes, one
+// every every, with msg_id m-<i> when withMsgID (JetStream then
+// deduplicates a second copy; without it a message written twice is stored
+// twice); it returns a channel closed when all are PUBACKed.
+func publishSteadily(t *testing.T, brokerURL string, total int, every time.Duration, withMsgID bool) (<-chan struct{}, func() int) {
 	pub := testclient.ConnectMQTT(t, brokerURL, "loader")
 	var mu sync.Mutex
 	sent := 0
@@ -139,7 +141,11 @@ func publishSteadily(t *testing.T, brokerURL string, total int, every time.Durat
 		defer tick.Stop()
 		for i := 0; i < total; i++ {
 			<-tick.C
-			if err := pub.TryPublish(fmt.Sprintf("org/o1/node/n%d/events", i%8), fmt.Appendf(nil, `{"i":%d}`, i), testclient.MsgID("m-%d", i)); err != nil {
+			var props *paho.PublishProperties
+			if withMsgID {
+				props = testclient.MsgID("m-%d", i)
+			}
+			if err := pub.TryPublish(fmt.Sprintf("org/o1/node/n%d/events", i%8), fmt.Appendf(nil, `{"i":%d}`, i), props); err != nil {
 				t.Errorf("publish %d: %v", i, err)
 				return
 			}
@@ -151,9 +157,11 @@ func publishSteadily(t *testing.T, brokerURL string, total int, every time.Durat
 	return done, func() int { mu.Lock(); defer mu.Unlock(); return sent }
 }
 
-// checkAllArrived asserts every m-<i> for i < total is in NR_EVENTS and
-// reports the duplicates.
-func checkAllArrived(t *testing.T, natsURL string, total int) {
+// checkAllArrived asserts every event {"i":<i>} for i < total is in
+// NR_EVENTS (by payload, so it holds with or without msg_id) and reports
+// the duplicates; with exactlyOnce it also fails on any payload stored more
+// than once.
+func checkAllArrived(t *testing.T, natsURL string, total int, exactlyOnce bool) {
 	t.Helper()
 	_, js := testclient.ConnectNATS(t, natsURL)
 	testserver.WaitFor(t, 60*time.Second, "every event in NR_EVENTS", func() bool {
@@ -162,17 +170,24 @@ func checkAllArrived(t *testing.T, natsURL string, total int) {
 	seen := map[string]int{}
 	msgs := testclient.ReadStream(t, js, "NR_EVENTS")
 	for _, m := range msgs {
-		seen[bridge.MsgIDOf(m.Header.Get("Nats-Msg-Id"))]++
+		seen[string(m.Data)]++
 	}
 	lost := 0
+	var twice []string
 	for i := 0; i < total; i++ {
-		if seen[fmt.Sprintf("m-%d", i)] == 0 {
+		switch n := seen[fmt.Sprintf(`{"i":%d}`, i)]; {
+		case n == 0:
 			lost++
+		case n > 1 && len(twice) < 10:
+			twice = append(twice, fmt.Sprintf("%d x%d", i, n))
 		}
 	}
 	t.Logf("sent %d, stored %d, distinct %d, lost %d, duplicates %d", total, len(msgs), len(seen), lost, len(msgs)-len(seen))
 	if lost != 0 || len(seen) != total {
 		t.Fatalf("lost %d events (distinct %d of %d)", lost, len(seen), total)
+	}
+	if exactlyOnce && len(msgs) != total {
+		t.Fatalf("NR_EVENTS has %d messages for %d events: stored more than once: %v", len(msgs), total, twice)
 	}
 }
 
@@ -192,7 +207,7 @@ func TestBinaryCrashRedelivers(t *testing.T) {
 	env := bridgeEnv(mq, ns.URL(), "crash")
 	p := startBinary(t, env)
 	const total = 3000
-	done, sent := publishSteadily(t, mq.URL(), total, 500*time.Microsecond)
+	done, sent := publishSteadily(t, mq.URL(), total, 500*time.Microsecond, true)
 	testserver.WaitFor(t, 30*time.Second, "a third sent", func() bool { return sent() >= total/3 })
 	if code := p.signal(t, syscall.SIGKILL); code != -1 {
 		t.Fatalf("exit code after SIGKILL = %d", code)
@@ -200,31 +215,66 @@ func TestBinaryCrashRedelivers(t *testing.T) {
 	time.Sleep(500 * time.Millisecond)
 	p2 := startBinary(t, env)
 	<-done
-	checkAllArrived(t, ns.URL(), total)
+	checkAllArrived(t, ns.URL(), total, true)
 	if code := p2.signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d", code)
 	}
 }
 
 // TestBinaryGracefulShutdownUnderLoad stops the bridge with SIGTERM while
-// events flow: it exits 0, and after a restart every event is in the stream.
+// events without msg_id flow and dozens of writes wait for their PubAck: it
+// waits for them and acknowledges them, exits 0, and after a restart with
+// the same client ID every event is in the stream exactly once (a message
+// written but not acknowledged would be redelivered and stored twice).
 func TestBinaryGracefulShutdownUnderLoad(t *testing.T) {
 	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
-	ns := testserver.StartNATS(t, testserver.NATSOptions{})
+	ns := testserver.StartNATSProcess(t, testserver.NATSOptions{})
 	env := bridgeEnv(mq, ns.URL(), "graceful")
 	p := startBinary(t, env)
 	const total = 3000
-	done, sent := publishSteadily(t, mq.URL(), total, 500*time.Microsecond)
+	// Without msg_id nothing is deduplicated: a message the stopping
+	// bridge wrote but did not acknowledge would be redelivered and stored
+	// twice.
+	done, sent := publishSteadily(t, mq.URL(), total, 500*time.Microsecond, false)
 	testserver.WaitFor(t, 30*time.Second, "a third sent", func() bool { return sent() >= total/3 })
-	if code := p.signal(t, syscall.SIGTERM); code != 0 {
+	// Hold the PubAcks (the NATS server frozen) so that the SIGTERM finds
+	// messages written and not yet acknowledged; the server comes back a
+	// second into the shutdown, well within the workers' share of
+	// SHUTDOWN_TIMEOUT, and the workers must wait for it.
+	ns.Pause()
+	resumed := false
+	defer func() {
+		if !resumed {
+			ns.Resume()
+		}
+	}()
+	testserver.WaitFor(t, 10*time.Second, "writes waiting for their PubAck", func() bool { return inflightTotal(t, p.addr) >= 20 })
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testserver.WaitFor(t, 10*time.Second, "the shutdown started", func() bool {
+		return strings.Contains(p.out.String(), `"msg":"shutting down"`)
+	})
+	time.Sleep(time.Second) // fault timing, not a check: the backbone answers late
+	ns.Resume()
+	resumed = true
+	select {
+	case <-p.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("nr-bridge did not exit after SIGTERM")
+	}
+	if code := p.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d\n%s", code, p.out.String())
 	}
 	if !strings.Contains(p.out.String(), `"msg":"nr-bridge stopped"`) {
 		t.Fatalf("no clean stop line in the log")
 	}
+	if strings.Contains(p.out.String(), "left un-acked for redelivery") {
+		t.Fatalf("the workers gave up on their in-flight writes although the backbone answered within their share")
+	}
 	p2 := startBinary(t, env)
 	<-done
-	checkAllArrived(t, ns.URL(), total)
+	checkAllArrived(t, ns.URL(), total, true)
 	if code := p2.signal(t, syscall.SIGTERM); code != 0 {
 		t.Fatalf("exit code after SIGTERM = %d", code)
 	}

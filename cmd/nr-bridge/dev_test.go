@@ -343,42 +343,39 @@ func TestDevModeEndToEnd(t *testing.T) {
 	}
 	respBody, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNotFound:
-		t.Logf("POST /org/demo/node/n1/cmd: 404, the command route is not wired in this build: command step skipped")
-	case http.StatusAccepted:
-		var c *paho.Publish
-		select {
-		case c = <-cmds:
-		case <-time.After(20 * time.Second):
-			t.Fatal("command not received by the node")
-		}
-		if c.Topic != "org/demo/node/n1/cmd" || string(c.Payload) != body || c.Properties == nil ||
-			string(c.Properties.CorrelationData) != "corr-e2e" || c.Properties.ContentType != "application/json" ||
-			c.Properties.ResponseTopic != "org/demo/node/n1/reply" {
-			t.Fatalf("command received: topic %s payload %s props %+v", c.Topic, c.Payload, c.Properties)
-		}
-		if _, err := node.Publish(ctx, &paho.Publish{
-			Topic: c.Properties.ResponseTopic, QoS: 1, Payload: []byte(`{"ok":true}`),
-			Properties: &paho.PublishProperties{CorrelationData: c.Properties.CorrelationData, ContentType: "application/json"},
-		}); err != nil {
-			t.Fatalf("publish reply: %v", err)
-		}
-		testserver.WaitFor(t, 30*time.Second, "the reply in NR_REPLIES", func() bool {
-			s, err := js.Stream(ctx, "NR_REPLIES")
-			if err != nil {
-				return false
-			}
-			info, err := s.Info(ctx)
-			return err == nil && info.State.Msgs == 1
-		})
-		replies := readStream(t, ctx, js, "NR_REPLIES")
-		if len(replies) != 1 || replies[0].Subject() != "nr.org.demo.node.n1.reply" ||
-			replies[0].Headers().Get("Nr-Correlation-Data") != "corr-e2e" || string(replies[0].Data()) != `{"ok":true}` {
-			t.Fatalf("NR_REPLIES = %v", replies)
-		}
-	default:
+	// The dev mode wires the command route: anything but 202 is a failure.
+	if resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("POST command: %d %s", resp.StatusCode, respBody)
+	}
+	var c *paho.Publish
+	select {
+	case c = <-cmds:
+	case <-time.After(20 * time.Second):
+		t.Fatal("command not received by the node")
+	}
+	if c.Topic != "org/demo/node/n1/cmd" || string(c.Payload) != body || c.Properties == nil ||
+		string(c.Properties.CorrelationData) != "corr-e2e" || c.Properties.ContentType != "application/json" ||
+		c.Properties.ResponseTopic != "org/demo/node/n1/reply" {
+		t.Fatalf("command received: topic %s payload %s props %+v", c.Topic, c.Payload, c.Properties)
+	}
+	if _, err := node.Publish(ctx, &paho.Publish{
+		Topic: c.Properties.ResponseTopic, QoS: 1, Payload: []byte(`{"ok":true}`),
+		Properties: &paho.PublishProperties{CorrelationData: c.Properties.CorrelationData, ContentType: "application/json"},
+	}); err != nil {
+		t.Fatalf("publish reply: %v", err)
+	}
+	testserver.WaitFor(t, 30*time.Second, "the reply in NR_REPLIES", func() bool {
+		s, err := js.Stream(ctx, "NR_REPLIES")
+		if err != nil {
+			return false
+		}
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	})
+	replies := readStream(t, ctx, js, "NR_REPLIES")
+	if len(replies) != 1 || replies[0].Subject() != "nr.org.demo.node.n1.reply" ||
+		replies[0].Headers().Get("Nr-Correlation-Data") != "corr-e2e" || string(replies[0].Data()) != `{"ok":true}` {
+		t.Fatalf("NR_REPLIES = %v", replies)
 	}
 
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {

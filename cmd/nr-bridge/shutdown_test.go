@@ -101,6 +101,7 @@ func TestBinaryShutdownStuckMessage(t *testing.T) {
 	if limit := timeout + shutdownMargin; elapsed > limit {
 		t.Errorf("shutdown took %v, want at most SHUTDOWN_TIMEOUT + shutdownMargin = %v", elapsed, limit)
 	}
+	checkShutdownOrder(t, logLinesAfter(t, p.out.String(), "shutting down"), 2)
 	var problems []logLine
 	for _, l := range logLinesAfter(t, p.out.String(), "shutting down") {
 		if lvl := l.str("level"); lvl == "WARN" || lvl == "ERROR" {
@@ -114,6 +115,44 @@ func TestBinaryShutdownStuckMessage(t *testing.T) {
 	if l.str("component") != "worker" || !strings.Contains(l.str("msg"), "left un-acked for redelivery") || l["inflight"] != float64(1) ||
 		!strings.HasPrefix(l.str("client_id"), "stuck-w") {
 		t.Fatalf("shutdown WARN %v, want the worker's with inflight 1", l)
+	}
+}
+
+// checkShutdownOrder asserts the order of the shutdown stages in the log
+// lines from "shutting down" on: the workers (each worker's "MQTT
+// disconnected", workers of them) and the commands source, which stop in
+// parallel, both before the publisher disconnects; the publisher before
+// the tracker and the backbone, whose end is the last line, "nr-bridge
+// stopped".
+func checkShutdownOrder(t *testing.T, lines []logLine, workers int) {
+	t.Helper()
+	var workerDisc, lastWorker, commands, publisher, stopped []int
+	for i, l := range lines {
+		switch c, msg := l.str("component"), l.str("msg"); {
+		case c == "worker" && msg == "MQTT disconnected":
+			workerDisc = append(workerDisc, i)
+			lastWorker = append(lastWorker, i)
+		case c == "worker":
+			lastWorker = append(lastWorker, i)
+		case c == "commands" && msg == "commands source stopped":
+			commands = append(commands, i)
+		case c == "publisher" && msg == "MQTT disconnected":
+			publisher = append(publisher, i)
+		case msg == "nr-bridge stopped":
+			stopped = append(stopped, i)
+		}
+	}
+	var order []string
+	for _, l := range lines {
+		order = append(order, l.str("component")+": "+l.str("msg"))
+	}
+	if len(workerDisc) != workers || len(commands) != 1 || len(publisher) != 1 || len(stopped) != 1 {
+		t.Fatalf("shutdown log: %d worker disconnects (want %d), %d commands stops, %d publisher disconnects, %d stop lines (want 1 each): %q",
+			len(workerDisc), workers, len(commands), len(publisher), len(stopped), order)
+	}
+	if lastWorker[len(lastWorker)-1] > publisher[0] || commands[0] > publisher[0] ||
+		publisher[0] > stopped[0] || stopped[0] != len(lines)-1 {
+		t.Fatalf("shutdown stages out of order (want workers and commands source, then publisher, then the stop line last): %q", order)
 	}
 }
 
