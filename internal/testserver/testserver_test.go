@@ -354,8 +354,10 @@ func TestWaitFor(t *testing.T) {
 	if !strings.Contains(f.msg, "the impossible") {
 		t.Fatalf("WaitFor failure message = %q, want it to name what was awaited", f.msg)
 	}
-	if d := time.Since(start); d < 50*time.Millisecond || d > time.Second {
-		t.Fatalf("WaitFor gave up after %v, want about 50ms", d)
+	// It must not give up before its timeout; how soon after is speed,
+	// not behaviour, and is not asserted (it returned: <-done above).
+	if d := time.Since(start); d < 50*time.Millisecond {
+		t.Fatalf("WaitFor gave up after %v, before its 50ms timeout", d)
 	}
 }
 

@@ -55,23 +55,31 @@ func TestForwardEventsAndReplies(t *testing.T) {
 	_, adm := adminClient(t, k)
 
 	const nodes, events, replies = 2, 1000, 100
+	sendEvent := func(pub *testclient.MQTT, n, i int) error {
+		props := testclient.Props("msg_id", fmt.Sprintf("e-%d-%d", n, i), "fw", "1.2")
+		props.ContentType = "application/octet-stream"
+		return pub.TryPublish(fmt.Sprintf("org/acme/node/n%d/events", n), payload("events", n, i), props)
+	}
+	sendReply := func(pub *testclient.MQTT, n, i int) error {
+		rp := testclient.Props("msg_id", fmt.Sprintf("r-%d-%d", n, i))
+		rp.CorrelationData = fmt.Appendf(nil, "corr-%d", i)
+		return pub.TryPublish(fmt.Sprintf("org/acme/node/n%d/reply", n), payload("reply", n, i), rp)
+	}
+	pubs := make([]*testclient.MQTT, nodes)
 	var wg sync.WaitGroup
 	for n := 0; n < nodes; n++ {
 		pub := testclient.ConnectMQTT(t, mq.URL(), fmt.Sprintf("node-%d", n))
+		pubs[n] = pub
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := 0; i < events; i++ {
-				props := testclient.Props("msg_id", fmt.Sprintf("e-%d-%d", n, i), "fw", "1.2")
-				props.ContentType = "application/octet-stream"
-				if err := pub.TryPublish(fmt.Sprintf("org/acme/node/n%d/events", n), payload("events", n, i), props); err != nil {
+				if err := sendEvent(pub, n, i); err != nil {
 					t.Errorf("publish: %v", err)
 					return
 				}
 				if i < replies {
-					rp := testclient.Props("msg_id", fmt.Sprintf("r-%d-%d", n, i))
-					rp.CorrelationData = fmt.Appendf(nil, "corr-%d", i)
-					if err := pub.TryPublish(fmt.Sprintf("org/acme/node/n%d/reply", n), payload("reply", n, i), rp); err != nil {
+					if err := sendReply(pub, n, i); err != nil {
 						t.Errorf("publish: %v", err)
 						return
 					}
@@ -84,12 +92,39 @@ func TestForwardEventsAndReplies(t *testing.T) {
 	testserver.WaitFor(t, 60*time.Second, "all records in the topics", func() bool {
 		return recordCount(adm, "nr.events") >= nodes*events && recordCount(adm, "nr.replies") >= nodes*replies
 	})
-	time.Sleep(300 * time.Millisecond) // let a stray duplicate show up
-	if got := recordCount(adm, "nr.events"); got != nodes*events {
-		t.Fatalf("nr.events has %d records, want exactly %d", got, nodes*events)
+	// Positive control instead of a pause for a stray duplicate: one more
+	// event and reply per node, the sentinels. The sink produces a node's
+	// records in order on its partition, so once each sentinel is there a
+	// second copy of any earlier record is there too; check then counts
+	// exactly, sentinels included.
+	for n := 0; n < nodes; n++ {
+		if err := sendEvent(pubs[n], n, events); err != nil {
+			t.Fatalf("publish sentinel: %v", err)
+		}
+		if err := sendReply(pubs[n], n, replies); err != nil {
+			t.Fatalf("publish sentinel: %v", err)
+		}
 	}
-	if got := recordCount(adm, "nr.replies"); got != nodes*replies {
-		t.Fatalf("nr.replies has %d records, want exactly %d", got, nodes*replies)
+	sentinelsIn := func(topic, kind string, last int) bool {
+		if recordCount(adm, topic) < nodes*(last+1) {
+			return false
+		}
+		seen := map[int]bool{}
+		for _, r := range readTopic(t, k, topic, nodes*(last+1)) {
+			if gotKind, n, i := seqOf(t, r.Value); gotKind == kind && i == last {
+				seen[n] = true
+			}
+		}
+		return len(seen) == nodes
+	}
+	testserver.WaitFor(t, 60*time.Second, "the sentinels in the topics", func() bool {
+		return sentinelsIn("nr.events", "events", events) && sentinelsIn("nr.replies", "reply", replies)
+	})
+	if got := recordCount(adm, "nr.events"); got != nodes*(events+1) {
+		t.Fatalf("nr.events has %d records, want exactly %d", got, nodes*(events+1))
+	}
+	if got := recordCount(adm, "nr.replies"); got != nodes*(replies+1) {
+		t.Fatalf("nr.replies has %d records, want exactly %d", got, nodes*(replies+1))
 	}
 	if got := recordCount(adm, "nr.dlq"); got != 0 {
 		t.Fatalf("nr.dlq has %d records, want 0", got)
@@ -145,8 +180,8 @@ func TestForwardEventsAndReplies(t *testing.T) {
 			}
 		}
 	}
-	check("nr.events", "events", nodes*events)
-	check("nr.replies", "reply", nodes*replies)
+	check("nr.events", "events", nodes*(events+1))
+	check("nr.replies", "reply", nodes*(replies+1))
 }
 
 func TestKafkaOutageLosesNothing(t *testing.T) {
