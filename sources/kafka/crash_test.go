@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 	"strconv"
@@ -101,6 +102,15 @@ func watchGroup(c *kfake.Cluster, group, topic string) *groupLog {
 	return g
 }
 
+// commandID is the correlation_id of a command body made by command.
+func commandID(body []byte) []byte {
+	var c struct {
+		CorrelationID string `json:"correlation_id"`
+	}
+	_ = json.Unmarshal(body, &c)
+	return []byte(c.CorrelationID)
+}
+
 // owners returns the member owning each partition in the latest
 // generation, and that generation.
 func (g *groupLog) owners() (int32, map[int32]string) {
@@ -120,8 +130,9 @@ func (g *groupLog) owners() (int32, map[int32]string) {
 }
 
 // A replica crashes (no LeaveGroup, no commit of what it had not finished)
-// while commands of ten keys are flowing through two replicas: the other
-// takes its partitions once its session ends and every command reaches
+// while commands of ten keys are flowing through three replicas: the others
+// take its partitions once its session ends (a third member joined
+// mid-stream before, so partitions also moved away from live members) and every command reaches
 // MQTT, the commands of each key in the order they were produced (a
 // redelivery only ever replays from an earlier point, it never skips
 // ahead), and every offset commit the group coordinator receives is for
@@ -141,14 +152,14 @@ func TestCrashedMemberKeepsOrderAndCommitsOnlyOwned(t *testing.T) {
 
 	const (
 		keys        = 10
-		perKey      = 40
+		perKey      = 60
 		total       = keys * perKey
 		pollRecords = 5
 	)
 	slow := func(clientID string) slowPublisher {
 		p := startNamedPublisher(t, mq.URL(), clientID)
 		testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return p.Ready() == nil })
-		return slowPublisher{Publisher: p, delay: 20 * time.Millisecond}
+		return slowPublisher{Publisher: p, delay: 30 * time.Millisecond}
 	}
 	aPub := slow("bridge-a")
 	a := startSource(t, cfg, aPub, pollRecords)
@@ -191,19 +202,31 @@ func TestCrashedMemberKeepsOrderAndCommitsOnlyOwned(t *testing.T) {
 		}
 	}
 	produce(t, producer(t, k), recs...)
-	onA := 0
-	for _, r := range recs {
-		for _, p := range aParts {
-			if r.Partition == p {
-				onA++
-			}
-		}
-	}
-	if onA == 0 {
-		t.Fatalf("no command on the partitions %v of the member that crashes; the test proves nothing", aParts)
-	}
 
 	testserver.WaitFor(t, 30*time.Second, "commands flowing", func() bool { return len(byCorrelation(agent.Received())) >= 30 })
+	// A third member joins mid-stream: partitions move away from live
+	// members, which must not commit them afterwards.
+	genBefore, _ := glog.owners()
+	startSource(t, cfg, slow("bridge-c"), pollRecords)
+	testserver.WaitFor(t, 30*time.Second, "three members with a partition each", func() bool {
+		gen, own := glog.owners()
+		members := map[string]bool{}
+		for _, m := range own {
+			members[m] = true
+		}
+		return gen > genBefore && len(own) == 3 && len(members) == 3 && members[aMember]
+	})
+	_, three := glog.owners()
+	aParts = aParts[:0]
+	for p, m := range three {
+		if m == aMember {
+			aParts = append(aParts, p)
+		}
+	}
+	delivered := len(byCorrelation(agent.Received()))
+	testserver.WaitFor(t, 30*time.Second, "commands flowing to three members", func() bool {
+		return len(byCorrelation(agent.Received())) >= delivered+20
+	})
 	a.Crash()
 	crashed := time.Now()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -211,14 +234,26 @@ func TestCrashedMemberKeepsOrderAndCommitsOnlyOwned(t *testing.T) {
 	if err := aPub.Stop(sctx); err != nil { // the whole process is gone
 		t.Fatal(err)
 	}
-	if n := len(byCorrelation(agent.Received())); n >= total {
-		t.Fatalf("all %d commands were delivered before the crash; the test proves nothing", n)
+	// The crashed member's partitions still held commands it had not
+	// delivered.
+	got := byCorrelation(agent.Received())
+	undelivered := 0
+	for _, r := range recs {
+		for _, p := range aParts {
+			if r.Partition == p && len(got[string(commandID(r.Value))]) == 0 {
+				undelivered++
+			}
+		}
+	}
+	if undelivered == 0 {
+		t.Fatalf("nothing left on the crashed member's partitions %v; the test proves nothing", aParts)
 	}
 
-	testserver.WaitFor(t, 60*time.Second, "the survivor owning every partition", func() bool {
+	testserver.WaitFor(t, 60*time.Second, "the survivors owning every partition", func() bool {
 		_, own := glog.owners()
-		return len(own) == 3 && own[0] == own[1] && own[1] == own[2] && own[0] != aMember
+		return len(own) == 3 && own[0] != aMember && own[1] != aMember && own[2] != aMember
 	})
+	takeover := time.Since(crashed)
 	testserver.WaitFor(t, 60*time.Second, "every command delivered", func() bool { return len(byCorrelation(agent.Received())) >= total })
 	testserver.WaitFor(t, 30*time.Second, "every offset committed", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 
@@ -285,6 +320,6 @@ func TestCrashedMemberKeepsOrderAndCommitsOnlyOwned(t *testing.T) {
 			t.Errorf("the crashed member committed %v after its crash", c.partitions)
 		}
 	}
-	t.Logf("%d commands on 10 keys, %d on the crashed member's partitions %v; %d published twice; %d offset commits over generations %v; the survivor owned every partition %v after the crash",
-		total, onA, aParts, dups, len(glog.commits), gens, time.Since(crashed).Round(time.Millisecond))
+	t.Logf("%d commands on 10 keys, %d left on the crashed member's partitions %v at the crash; %d published twice; %d offset commits over generations %v; the survivors owned every partition %v after the crash (session %v)",
+		total, undelivered, aParts, dups, len(glog.commits), gens, takeover.Round(time.Millisecond), crashSessionTimeout)
 }
