@@ -116,6 +116,16 @@ func (c *consumer) snapshot() (arrivals, distinct int64, first, last time.Time) 
 	return c.n, int64(len(c.ids)), c.first, c.last
 }
 
+// tally is what a run reports once the stream is drained: received is the
+// distinct msg_ids that arrived, lost the messages nr-sim saw acked that
+// never arrived, dup the arrivals beyond the first of their msg_id. A
+// message the broker acked twice (a redelivery nr-sim counts once) thus
+// shows as dup, never as a negative loss.
+func (c *consumer) tally(acked int64) (received, lost, dup int64) {
+	arrivals, distinct, _, _ := c.snapshot()
+	return distinct, max(0, acked-distinct), arrivals - distinct
+}
+
 func (c *consumer) record(on bool) {
 	c.mu.Lock()
 	c.recording = on

@@ -142,6 +142,10 @@ func realMain() int {
 	mosqVer := strings.TrimSpace(strings.SplitN(string(mv), "\n", 2)[0])
 	gv, _ := exec.Command("go", "version").Output()
 	pv, _ := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/eclipse/paho.golang").Output()
+	rep := newReport(os.Args, o, versions{
+		NATSServer: natsVer, Mosquitto: mosqVer, Go: strings.TrimSpace(string(gv)),
+		Paho: strings.TrimSpace(string(pv)), NRBridge: gitDescribe(o.repo),
+	})
 	header := fmt.Sprintf("nr-bench %s: %d cores; %s; nats-server %s; %s; baseline with paho.golang %s as released, nr-bridge with third_party/paho.golang; window %s after %s warmup; results in %s",
 		time.Now().Format("2006-01-02 15:04"), numCPU(), mosqVer, natsVer, strings.TrimSpace(string(gv)), strings.TrimSpace(string(pv)), o.duration, o.warmup, o.out)
 	fmt.Println(header)
@@ -159,7 +163,7 @@ func realMain() int {
 			r, err := runOne(ctx, o, sc, t)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "nr-bench: %s / %s: %v\n", sc.name, t, err)
-				r.err = err.Error()
+				r.Error = err.Error()
 			}
 			r.print(os.Stdout)
 			results = append(results, r)
@@ -169,12 +173,13 @@ func realMain() int {
 	fmt.Println(header)
 	printTable(os.Stdout, results)
 	printKafkaTable(os.Stdout, results)
-	if f, err := os.Create(filepath.Join(o.out, "results.json")); err == nil {
-		enc := json.NewEncoder(f)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(results)
-		f.Close()
+	rep.Scenarios = results
+	path, err := writeReport(o.out, rep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "nr-bench:", err)
+		return 1
 	}
+	fmt.Fprintf(os.Stderr, "nr-bench: results in %s\n", path)
 	return 0
 }
 
@@ -197,7 +202,7 @@ type result struct {
 	CmdFixedP50, CmdFixedP99 time.Duration
 	CmdFailed                int64
 	CmdCPUPerCmd             time.Duration
-	err                      string
+	Error                    string `json:",omitempty"` // why the run failed; its figures are then incomplete
 }
 
 func runOne(ctx context.Context, o options, sc scenario, target string) (r result, err error) {
@@ -404,10 +409,7 @@ func runOne(ctx context.Context, o options, sc scenario, target string) (r resul
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	arr, d, _, _ := cons.snapshot()
-	r.Received = d
-	r.Lost = max(0, acked-d)
-	r.Dup = arr - d
+	r.Received, r.Lost, r.Dup = cons.tally(acked)
 	if p := peakRSS(tp.pid()); p > r.PeakRSS {
 		r.PeakRSS = p
 	}

@@ -27,8 +27,8 @@ func us(d time.Duration) string {
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/(1<<20)) }
 
 func (r result) print(w io.Writer) {
-	if r.err != "" {
-		fmt.Fprintf(w, "%-10s %-9s ERROR %s\n", r.Scenario, r.Target, r.err)
+	if r.Error != "" {
+		fmt.Fprintf(w, "%-10s %-9s ERROR %s\n", r.Scenario, r.Target, r.Error)
 		return
 	}
 	if r.Scenario == "commands" {
