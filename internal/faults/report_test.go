@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"strings"
 	"time"
 )
@@ -145,16 +144,27 @@ func versions() map[string]string {
 	}
 	v["mosquitto"] = firstLine("mosquitto", "-h")
 	v["nats-server binary"] = firstLine("nats-server", "--version")
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, d := range bi.Deps {
-			switch d.Path {
-			case "github.com/nats-io/nats-server/v2":
-				v["nats-server in-process"] = d.Version
-			case "github.com/twmb/franz-go/pkg/kfake":
-				v["kfake"] = d.Version
-			case "github.com/nats-io/nats.go", "github.com/twmb/franz-go", "github.com/eclipse/paho.golang":
-				v[d.Path] = d.Version
-			}
+	// The test binary carries no module versions: ask the go command,
+	// which reads go.mod as the build did.
+	mods := map[string]string{
+		"github.com/nats-io/nats-server/v2":  "nats-server in-process",
+		"github.com/twmb/franz-go/pkg/kfake": "kfake",
+		"github.com/nats-io/nats.go":         "nats.go",
+		"github.com/twmb/franz-go":           "franz-go",
+		"github.com/eclipse/paho.golang":     "paho.golang",
+	}
+	args := []string{"list", "-m", "-f", "{{.Path}} {{.Version}}"}
+	for m := range mods {
+		args = append(args, m)
+	}
+	out, err := exec.Command("go", args...).Output()
+	if err != nil {
+		v["modules"] = fmt.Sprintf("go list -m: %v", err)
+		return v
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if path, version, ok := strings.Cut(line, " "); ok && mods[path] != "" {
+			v[mods[path]] = version
 		}
 	}
 	return v

@@ -44,9 +44,15 @@ type result struct {
 	Why   string
 	Time  time.Duration
 	Note  string
+	// Printed is the line printed for a result of another shape (a
+	// hostile case); "" means line().
+	Printed string
 }
 
 func (r result) line() string {
+	if r.Printed != "" {
+		return r.Printed
+	}
 	s := fmt.Sprintf("scenario=%s sent=%d arrived=%d lost=%d duplicates=%d deduplicated=%d time=%s",
 		r.Name, r.Sent, r.Arrived, r.Lost, r.Duplicates, r.Deduplicated, r.Time.Round(100*time.Millisecond))
 	if r.Why != "" {
