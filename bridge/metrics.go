@@ -21,6 +21,13 @@ type Metrics interface {
 	WriteError()
 	// WriteRetry counts a failed write scheduled for another attempt.
 	WriteRetry()
+	// Deduplicated counts a write the backbone acknowledged without storing
+	// it, because it already held a message with the same dedupe ID
+	// (JetStream's PubAck duplicate flag): a redelivery the bridge wrote
+	// again, that readers of the stream do not see twice. The sink calls
+	// it; Kafka's idempotent producer deduplicates its own retries silently
+	// and has no such flag, so it is never called there.
+	Deduplicated()
 	// DeadLettered counts a message written to the dead-letter
 	// subject/topic; reason is one of Reasons.
 	DeadLettered(reason string)
@@ -169,6 +176,9 @@ func (NopMetrics) WriteError() {}
 
 // WriteRetry does nothing.
 func (NopMetrics) WriteRetry() {}
+
+// Deduplicated does nothing.
+func (NopMetrics) Deduplicated() {}
 
 // DeadLettered does nothing.
 func (NopMetrics) DeadLettered(string) {}

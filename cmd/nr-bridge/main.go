@@ -174,6 +174,11 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return errors.Join(err, stopHTTP(cfg, srv, httpDone), stopPublisher())
 	}
 	backbonePtr.Store(&bb)
+	// A sink that can tell a write the backbone deduplicated (JetStream)
+	// counts it in nr_bridge_duplicates_total.
+	if s, ok := bb.Sink().(interface{ SetMetrics(bridge.Metrics) }); ok {
+		s.SetMetrics(m)
+	}
 	tracker.Attach(bb.StatusStore())
 	receiver := bridge.NewReceiver(&cfg.MQTT, tracker.WrapSink(bb.Sink()), log, bridge.WithMetrics(m))
 	if err := receiver.Start(ctx); err != nil {

@@ -58,7 +58,7 @@ func TestNATSOutage(t *testing.T) {
 	_, js := connectNATS(t, ns.URL())
 	sent := load.IDs()
 	got := collectNATS(t, js, "NR_EVENTS", "Nats-Msg-Id", sent, 60*time.Second)
-	mustNotLose(t, count("nats-stop-10s", start, sent, got), sent, got)
+	mustNotLoseBounded(t, count("nats-stop-10s", start, sent, got), sent, got, retriedBound(t, load, 0, "", b), b)
 	if code := b.stop(syscall.SIGTERM); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d", code)
 	}
@@ -90,7 +90,7 @@ func TestNATSHang(t *testing.T) {
 	got := collectNATS(t, js, "NR_EVENTS", "Nats-Msg-Id", sent, 60*time.Second)
 	r := count("nats-sigstop-10s", start, sent, got)
 	r.Note = join(r.Note, fmt.Sprintf("nats-server %s", "2.9.10 binary"))
-	mustNotLose(t, r, sent, got)
+	mustNotLoseBounded(t, r, sent, got, retriedBound(t, load, 0, "", b), b)
 	if !b.running() || b.pid() != pid {
 		t.Errorf("the bridge did not recover by itself: restarted or exited")
 	}
@@ -130,7 +130,7 @@ func TestKafkaProduceErrors(t *testing.T) {
 	got := collectKafka(t, k.Brokers(), "nr.events", "Nr-Msg-Id", sent, 60*time.Second)
 	r := count("kafka-produce-errors-10s", start, sent, got)
 	r.Note = join(r.Note, fmt.Sprintf("%d produce requests failed", hits))
-	mustNotLose(t, r, sent, got)
+	mustNotLoseBounded(t, r, sent, got, retriedBound(t, load, 0, "", b), b)
 	if hits == 0 {
 		t.Errorf("the fault never fired")
 	}
@@ -161,7 +161,7 @@ func TestKafkaRestart(t *testing.T) {
 
 	sent := load.IDs()
 	got := collectKafka(t, k.Brokers(), "nr.events", "Nr-Msg-Id", sent, 60*time.Second)
-	mustNotLose(t, count("kafka-restart-10s", start, sent, got), sent, got)
+	mustNotLoseBounded(t, count("kafka-restart-10s", start, sent, got), sent, got, retriedBound(t, load, 0, "", b), b)
 	if code := b.stop(syscall.SIGTERM); code != 0 {
 		t.Errorf("exit code after SIGTERM = %d", code)
 	}

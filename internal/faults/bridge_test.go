@@ -75,6 +75,9 @@ type bridgeProc struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
+	// carried holds the counters of the runs that ended (scraped just
+	// before stop or kill), so total counts across restarts.
+	carried map[string]float64
 }
 
 // startBridge runs bin with env plus HTTP_ADDR on a free port and waits
@@ -172,6 +175,7 @@ func (b *bridgeProc) ready() bool {
 // code (-1 for a process killed by a signal).
 func (b *bridgeProc) stop(sig syscall.Signal) int {
 	b.t.Helper()
+	b.carry()
 	b.mu.Lock()
 	cmd, exited := b.cmd, b.exited
 	b.mu.Unlock()
@@ -199,8 +203,49 @@ func (b *bridgeProc) kill() {
 		return
 	default:
 	}
+	b.carry()
 	_ = cmd.Process.Kill()
 	<-exited
+}
+
+// carry adds the counters of the running process to carried, just before
+// it is stopped: a restarted bridge counts from 0 again. What a killed
+// bridge counts between this scrape and its death is not carried.
+func (b *bridgeProc) carry() {
+	if !b.running() {
+		return
+	}
+	m, err := b.metrics()
+	if err != nil {
+		return // not serving (yet): nothing counted that could be read
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.carried == nil {
+		b.carried = map[string]float64{}
+	}
+	for k, v := range m {
+		if strings.HasSuffix(k, "_total") {
+			b.carried[k] += v
+		}
+	}
+}
+
+// total is a counter summed over every run of the process: the runs that
+// ended plus the running one. A counter the bridge does not serve fails
+// the test.
+func (b *bridgeProc) total(name string) float64 {
+	b.t.Helper()
+	b.mu.Lock()
+	v, seen := b.carried[name]
+	b.mu.Unlock()
+	if b.running() {
+		return v + b.metric(name)
+	}
+	if !seen {
+		b.t.Fatalf("%s: %s was never scraped before the bridge stopped", b.name, name)
+	}
+	return v
 }
 
 // running reports whether the process has not exited.
@@ -283,14 +328,19 @@ func (b *bridgeProc) metrics() (map[string]float64, error) {
 }
 
 // metric returns one summed metric, failing the test when /metrics cannot
-// be read.
+// be read or does not have it: a renamed metric must not read as 0 (and
+// make "no ack while down" pass).
 func (b *bridgeProc) metric(name string) float64 {
 	b.t.Helper()
 	m, err := b.metrics()
 	if err != nil {
 		b.t.Fatalf("%s: %v", b.name, err)
 	}
-	return m[name]
+	v, ok := m[name]
+	if !ok {
+		b.t.Fatalf("%s: /metrics has no %s", b.name, name)
+	}
+	return v
 }
 
 // log returns everything the process wrote so far (all runs).

@@ -493,8 +493,13 @@ func recordHostile(t testing.TB, r hostileResult) {
 		Sent:    sent,
 		Arrived: arrived,
 		Lost:    max(sent-arrived, 0),
+		// The case's own assertions (exact stored and dead-lettered
+		// counts) stand for duplicates here; none is counted apart.
+		Bound:   -1,
+		Why:     "not counted apart: the case asserts its exact stored and dead-lettered counts",
 		Time:    r.Time,
 		Note:    r.Note,
+		Printed: r.line(),
 	})
 	resultsMu.Unlock()
 }

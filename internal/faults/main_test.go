@@ -4,6 +4,7 @@ package faults
 
 import (
 	"flag"
+	"fmt"
 	"os"
 	"testing"
 	"time"
@@ -16,7 +17,14 @@ func TestMain(m *testing.M) {
 	flag.Parse()
 	start := time.Now()
 	code := m.Run()
-	printSummary(time.Since(start))
+	total := time.Since(start)
+	printSummary(total)
+	if path, err := writeResults(start, total, code == 0); err != nil {
+		fmt.Fprintf(os.Stderr, "faults: %v\n", err)
+		code = 1
+	} else if path != "" {
+		fmt.Printf("faults: results written to %s\n", path)
+	}
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}

@@ -136,6 +136,15 @@ func (c *mqttClient) publishOnce(topic string, payload []byte, props *paho.Publi
 // retried too, as an agent should for events (MQTT v5 tells it nobody got
 // the message); without, it counts as sent. noSubs counts the 0x10s.
 func (c *mqttClient) publish(topic string, payload []byte, props *paho.PublishProperties, deadline time.Time, retryNoSubscribers bool, noSubs *int) error {
+	var republished int
+	return c.publishCounting(topic, payload, props, deadline, retryNoSubscribers, noSubs, &republished)
+}
+
+// publishCounting is publish that also counts in republished the attempts
+// made again after one that got no answer (or an error): that one may have
+// reached the broker, so the event may arrive twice. An attempt after a
+// 0x10 is not counted: the broker discarded that one.
+func (c *mqttClient) publishCounting(topic string, payload []byte, props *paho.PublishProperties, deadline time.Time, retryNoSubscribers bool, noSubs, republished *int) error {
 	for {
 		err := c.publishOnce(topic, payload, props)
 		if errors.Is(err, errNoSubscribers) {
@@ -146,6 +155,9 @@ func (c *mqttClient) publish(topic string, payload []byte, props *paho.PublishPr
 		}
 		if err == nil || time.Now().After(deadline) {
 			return err
+		}
+		if !errors.Is(err, errNoSubscribers) {
+			*republished++
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -172,25 +184,34 @@ type loadConfig struct {
 	// IgnoreNoSubscribers makes the agents take a PUBACK 0x10 (no
 	// matching subscribers) as success instead of publishing again later.
 	IgnoreNoSubscribers bool
+	// NoMsgIDEvery sends every n-th event of a connection without the
+	// msg_id property (0: all have one). No backbone deduplicates those,
+	// so one the bridge writes twice is stored twice and counted in
+	// result.Duplicates; every event carries its ID in the payload.
+	NoMsgIDEvery int
 }
 
-// defaultLoad is 50 nodes over 5 connections at 250 events/s.
+// defaultLoad is 50 nodes over 5 connections at 250 events/s, every
+// fourth event without a msg_id.
 func defaultLoad(prefix string) loadConfig {
-	return loadConfig{Prefix: prefix, Conns: 5, NodesPerConn: 10, Rate: 250, PayloadBytes: 200}
+	return loadConfig{Prefix: prefix, Conns: 5, NodesPerConn: 10, Rate: 250, PayloadBytes: 200, NoMsgIDEvery: 4}
 }
 
 // eventLoad publishes events at a steady rate from many nodes, each with a
-// unique msg_id user property, and records the IDs the broker acknowledged.
+// unique ID in its payload, also sent as msg_id user property (except
+// every NoMsgIDEvery-th), and records the IDs the broker acknowledged.
 type eventLoad struct {
 	cfg  loadConfig
 	stop chan struct{}
 	wg   sync.WaitGroup
 
-	mu     sync.Mutex
-	sent   map[string]struct{}
-	failed int
-	errs   []error
-	noSubs int // PUBACKs with reason code 0x10
+	mu          sync.Mutex
+	sent        map[string]struct{}
+	failed      int
+	errs        []error
+	noSubs      int                 // PUBACKs with reason code 0x10
+	republished int                 // publishes made again after one without an answer
+	noSubIDs    map[string]struct{} // events taken as sent on a 0x10
 }
 
 // startLoad connects cfg.Conns clients and starts publishing.
@@ -199,7 +220,7 @@ func startLoad(t testing.TB, brokerURL string, cfg loadConfig) *eventLoad {
 	if cfg.Org == "" {
 		cfg.Org = "o1"
 	}
-	l := &eventLoad{cfg: cfg, stop: make(chan struct{}), sent: map[string]struct{}{}}
+	l := &eventLoad{cfg: cfg, stop: make(chan struct{}), sent: map[string]struct{}{}, noSubIDs: map[string]struct{}{}}
 	pad := make([]byte, cfg.PayloadBytes)
 	for i := range pad {
 		pad[i] = 'x'
@@ -221,10 +242,18 @@ func startLoad(t testing.TB, brokerURL string, cfg loadConfig) *eventLoad {
 				id := fmt.Sprintf("%s-%d-%d", cfg.Prefix, c, i)
 				topic := fmt.Sprintf("org/%s/node/n%03d/events", cfg.Org, c*cfg.NodesPerConn+i%cfg.NodesPerConn)
 				payload := fmt.Appendf(nil, `{"id":%q,"i":%d,"pad":%q}`, id, i, pad)
-				noSubs := 0
-				err := cl.publish(topic, payload, userProps("msg_id", id), time.Now().Add(60*time.Second), !cfg.IgnoreNoSubscribers, &noSubs)
+				props := userProps("msg_id", id)
+				if cfg.NoMsgIDEvery > 0 && i%cfg.NoMsgIDEvery == 0 {
+					props = nil
+				}
+				noSubs, republished := 0, 0
+				err := cl.publishCounting(topic, payload, props, time.Now().Add(60*time.Second), !cfg.IgnoreNoSubscribers, &noSubs, &republished)
 				l.mu.Lock()
 				l.noSubs += noSubs
+				l.republished += republished
+				if noSubs > 0 && cfg.IgnoreNoSubscribers && err == nil {
+					l.noSubIDs[id] = struct{}{}
+				}
 				if err != nil {
 					l.failed++
 					if len(l.errs) < 5 {
@@ -282,6 +311,27 @@ func (l *eventLoad) NoSubscribers() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.noSubs
+}
+
+// NoSubscriberIDs are the events the agents took as sent on a PUBACK 0x10
+// (with IgnoreNoSubscribers): the broker discarded them.
+func (l *eventLoad) NoSubscriberIDs() map[string]struct{} {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make(map[string]struct{}, len(l.noSubIDs))
+	for id := range l.noSubIDs {
+		out[id] = struct{}{}
+	}
+	return out
+}
+
+// Republished is how many publishes the agents made again after one that
+// got no answer: each may have reached the broker, so its event may be
+// written twice without any fault of the bridge.
+func (l *eventLoad) Republished() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.republished
 }
 
 // waitSent blocks until the load has n events acknowledged.

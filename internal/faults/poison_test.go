@@ -199,7 +199,7 @@ func TestPoisonInput(t *testing.T) {
 	}
 	sort.Strings(outcomes)
 	r.Note = fmt.Sprintf("dead-lettered %s; %s", kinds(byKind), strings.Join(outcomes, "; "))
-	mustNotLose(t, r, sent, got)
+	mustNotLoseBounded(t, r, sent, got, exactlyOnce, b)
 
 	// Dead letters of commands.
 	testserver.WaitFor(t, 90*time.Second, "every bad command dead-lettered", func() bool {
@@ -247,7 +247,7 @@ func TestPoisonInput(t *testing.T) {
 	for _, n := range cmdByKind {
 		dead += n
 	}
-	record(t, result{
+	rc := result{
 		Name:       "poison-commands-10000",
 		Sent:       flood + len(goodCmds),
 		Arrived:    dead + len(goodCmds),
@@ -256,7 +256,9 @@ func TestPoisonInput(t *testing.T) {
 		Time:       time.Since(start),
 		Note: fmt.Sprintf("dead-lettered %s; %d good commands delivered; flood written in %s",
 			kinds(cmdByKind), len(goodCmds), floodWritten.Round(100*time.Millisecond)),
-	})
+	}
+	checkDuplicates(t, &rc, exactlyOnce, b)
+	record(t, rc)
 	if n := streamCount(js, "NR_COMMANDS", ""); n != 0 {
 		t.Errorf("%d commands left in NR_COMMANDS", n)
 	}

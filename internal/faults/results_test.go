@@ -4,6 +4,7 @@ package faults
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"sort"
@@ -22,22 +23,116 @@ import (
 
 // result is one scenario's line.
 type result struct {
-	Name       string
-	Sent       int
-	Arrived    int
-	Lost       int
+	Name    string
+	Sent    int
+	Arrived int
+	Lost    int
+	// Duplicates are the extra copies of sent events stored in the
+	// backbone, counted by the ID in their payload: what a reader sees
+	// twice. On NATS an event with a msg_id is stored once however often
+	// it is written, so these are events sent without one.
 	Duplicates int
-	Time       time.Duration
-	Note       string
+	// Deduplicated is what the scenario's bridges counted in
+	// nr_bridge_duplicates_total: writes JetStream acknowledged as
+	// duplicates of a stored msg_id (always 0 on Kafka). With Duplicates
+	// it is what was written twice.
+	Deduplicated int
+	// Bound is the most the scenario allows written twice
+	// (Duplicates+Deduplicated), and Why says where that bound comes from
+	// ("exactly once" for 0). -1: not checked (set by checkDuplicates).
+	Bound int
+	Why   string
+	Time  time.Duration
+	Note  string
+	// Printed is the line printed for a result of another shape (a
+	// hostile case); "" means line().
+	Printed string
 }
 
 func (r result) line() string {
-	s := fmt.Sprintf("scenario=%s sent=%d arrived=%d lost=%d duplicates=%d time=%s",
-		r.Name, r.Sent, r.Arrived, r.Lost, r.Duplicates, r.Time.Round(100*time.Millisecond))
+	if r.Printed != "" {
+		return r.Printed
+	}
+	s := fmt.Sprintf("scenario=%s sent=%d arrived=%d lost=%d duplicates=%d deduplicated=%d time=%s",
+		r.Name, r.Sent, r.Arrived, r.Lost, r.Duplicates, r.Deduplicated, r.Time.Round(100*time.Millisecond))
+	if r.Why != "" {
+		s += fmt.Sprintf(" written-twice-bound=%d (%s)", r.Bound, r.Why)
+	}
 	if r.Note != "" {
 		s += " note=" + fmt.Sprintf("%q", r.Note)
 	}
 	return s
+}
+
+// dedupeID is the ID a collector counts a stored event by: the "id" field
+// of its payload (every load event carries one, with or without a msg_id
+// property), else the msg_id from header (the backbone's dedupe header).
+// Counting by payload is what catches an event written twice without a
+// msg_id, which no backbone deduplicates.
+func dedupeID(t testing.TB, payload []byte, header string) string {
+	t.Helper()
+	var doc struct {
+		ID string `json:"id"`
+	}
+	msgID := bridge.MsgIDOf(header)
+	if json.Unmarshal(payload, &doc) != nil || doc.ID == "" {
+		return msgID
+	}
+	if msgID != "" && msgID != doc.ID {
+		t.Errorf("event %q stored with msg_id %q (header %q)", doc.ID, msgID, header)
+	}
+	return doc.ID
+}
+
+// writtenTwiceBound is a scenario's bound on what it may find written
+// twice, and why.
+type writtenTwiceBound struct {
+	Max int
+	Why string
+}
+
+// exactlyOnce is the bound of a scenario whose fault gives no reason to
+// write anything twice.
+var exactlyOnce = writtenTwiceBound{0, "exactly once"}
+
+// retriedBound allows what the bridge retried (nr_bridge_write_retries_total
+// of bridges: a write whose ack was lost may have been stored) and what the
+// agents published again after a publish that failed without an answer
+// (it may have reached the broker), plus extra messages the broker may
+// redeliver (why names them).
+func retriedBound(t testing.TB, load *eventLoad, extra int, why string, bridges ...*bridgeProc) writtenTwiceBound {
+	t.Helper()
+	retries := 0
+	for _, b := range bridges {
+		retries += int(b.total("nr_bridge_write_retries_total"))
+	}
+	republished := 0
+	if load != nil {
+		republished = load.Republished()
+	}
+	w := fmt.Sprintf("<= %d write retries + %d agent re-publishes", retries, republished)
+	if why != "" {
+		w += fmt.Sprintf(" + %d %s", extra, why)
+	}
+	return writtenTwiceBound{Max: retries + republished + extra, Why: w}
+}
+
+// checkDuplicates reads the bridges' nr_bridge_duplicates_total into r
+// (a missing series fails the test) and fails the test when more was
+// written twice than the bound allows. Call it before the bridges stop
+// for the last time or after (bridgeProc keeps the counts of a stopped
+// run).
+func checkDuplicates(t testing.TB, r *result, bound writtenTwiceBound, bridges ...*bridgeProc) {
+	t.Helper()
+	r.Deduplicated = 0
+	for _, b := range bridges {
+		r.Deduplicated += int(b.total("nr_bridge_duplicates_total"))
+	}
+	r.Bound, r.Why = bound.Max, bound.Why
+	if n := r.Duplicates + r.Deduplicated; n > bound.Max {
+		t.Errorf("%s: %d events written twice (%d stored twice, %d deduplicated by the backbone), bound %d (%s)",
+			r.Name, n, r.Duplicates, r.Deduplicated, bound.Max, bound.Why)
+	}
 }
 
 var (
@@ -49,6 +144,9 @@ var (
 // it for the summary TestMain prints.
 func record(t testing.TB, r result) {
 	t.Helper()
+	if r.Why == "" {
+		t.Errorf("%s: no bound on what may be written twice was checked (checkDuplicates)", r.Name)
+	}
 	t.Log(r.line())
 	fmt.Println(r.line())
 	resultsMu.Lock()
@@ -96,7 +194,16 @@ func missing(sent map[string]struct{}, got map[string]int, n int) []string {
 	return out
 }
 
-// mustNotLose records r and fails the test when anything was lost.
+// mustNotLoseBounded checks r against bound (checkDuplicates, reading the
+// bridges' counters), records it and fails the test when anything was lost.
+func mustNotLoseBounded(t testing.TB, r result, sent map[string]struct{}, got map[string]int, bound writtenTwiceBound, bridges ...*bridgeProc) {
+	t.Helper()
+	checkDuplicates(t, &r, bound, bridges...)
+	mustNotLose(t, r, sent, got)
+}
+
+// mustNotLose records r and fails the test when anything was lost. r must
+// have been through checkDuplicates.
 func mustNotLose(t testing.TB, r result, sent map[string]struct{}, got map[string]int) {
 	t.Helper()
 	record(t, r)
@@ -117,9 +224,9 @@ func printSummary(total time.Duration) {
 		return
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n| scenario | sent | arrived | lost | duplicates | time |\n|---|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "\n| scenario | sent | arrived | lost | duplicates | deduplicated | bound | time |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s |\n", r.Name, r.Sent, r.Arrived, r.Lost, r.Duplicates, r.Time.Round(100*time.Millisecond))
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %d | %d | %s |\n", r.Name, r.Sent, r.Arrived, r.Lost, r.Duplicates, r.Deduplicated, r.Bound, r.Time.Round(100*time.Millisecond))
 	}
 	fmt.Fprintf(&b, "\nfaults: %d scenarios in %s\n", len(results), total.Round(time.Second))
 	fmt.Fprint(os.Stdout, b.String())
@@ -214,7 +321,8 @@ func readStream(t testing.TB, js jetstream.JetStream, stream, subject string) []
 }
 
 // collectNATS waits (up to timeout) until stream holds at least want
-// messages, then reads it and counts the messages by header; if some of
+// messages, then reads it and counts the messages by dedupeID (the ID in
+// the payload, else the msg_id in header); if some of
 // want are still missing it keeps waiting and reading until timeout.
 func collectNATS(t testing.TB, js jetstream.JetStream, stream, header string, sent map[string]struct{}, timeout time.Duration) map[string]int {
 	t.Helper()
@@ -225,7 +333,7 @@ func collectNATS(t testing.TB, js jetstream.JetStream, stream, header string, se
 	for {
 		got := map[string]int{}
 		for _, m := range readStream(t, js, stream, "") {
-			got[bridge.MsgIDOf(m.Header.Get(header))]++
+			got[dedupeID(t, m.Data, m.Header.Get(header))]++
 		}
 		if len(missing(sent, got, 1)) == 0 || time.Now().After(deadline) {
 			return got
@@ -308,7 +416,7 @@ func recordHeader(r *kgo.Record, name string) string {
 	return ""
 }
 
-// collectKafka is collectNATS for a Kafka topic, counting by header.
+// collectKafka is collectNATS for a Kafka topic, counting by dedupeID.
 func collectKafka(t testing.TB, brokers []string, topic, header string, sent map[string]struct{}, timeout time.Duration) map[string]int {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
@@ -318,7 +426,7 @@ func collectKafka(t testing.TB, brokers []string, topic, header string, sent map
 	for {
 		got := map[string]int{}
 		for _, r := range kafkaRecords(t, brokers, topic) {
-			got[bridge.MsgIDOf(recordHeader(r, header))]++
+			got[dedupeID(t, r.Value, recordHeader(r, header))]++
 		}
 		if len(missing(sent, got, 1)) == 0 || time.Now().After(deadline) {
 			return got

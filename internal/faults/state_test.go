@@ -37,7 +37,7 @@ func TestKafkaLostState(t *testing.T) {
 	got := collectKafka(t, k.Brokers(), "nr.events", "Nr-Msg-Id", sent, 60*time.Second)
 	r := count("kafka-lost-state", start, sent, got)
 	r.Note = join(r.Note, "kfake wiped and started empty; events sent from the wipe on")
-	mustNotLose(t, r, sent, got)
+	mustNotLoseBounded(t, r, sent, got, retriedBound(t, after, 0, "", b), b)
 	b.waitReady(10 * time.Second)
 	if n := b.countLog("recreated"); n == 0 {
 		t.Errorf("no log line says the topics were recreated")
@@ -73,7 +73,7 @@ func TestNATSStreamDeleted(t *testing.T) {
 	got := collectNATS(t, js, "NR_EVENTS", "Nats-Msg-Id", sent, 60*time.Second)
 	r := count("nats-stream-deleted", start, sent, got)
 	r.Note = join(r.Note, "NR_EVENTS deleted; events sent from the deletion on")
-	mustNotLose(t, r, sent, got)
+	mustNotLoseBounded(t, r, sent, got, retriedBound(t, after, 0, "", b), b)
 	b.waitReady(10 * time.Second)
 	if n := b.countLog("recreated"); n == 0 {
 		t.Errorf("no log line says the stream was recreated")

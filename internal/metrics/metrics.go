@@ -58,6 +58,7 @@ type Metrics struct {
 	forwarded    [len(kinds)]prometheus.Counter
 	writeErrors  prometheus.Counter
 	writeRetries prometheus.Counter
+	duplicates   prometheus.Counter
 	acks         prometheus.Counter
 	latency      prometheus.Observer
 	deadLetters  map[string]prometheus.Counter // by reason, every one of bridge.Reasons
@@ -102,6 +103,7 @@ func New(backbone, version string) *Metrics {
 	}
 	m.writeErrors = f.counterVec("write_errors_total", "Backbone writes that failed, each attempt counted.", "backbone").WithLabelValues(backbone)
 	m.writeRetries = f.counterVec("write_retries_total", "Failed backbone writes scheduled for another attempt.", "backbone").WithLabelValues(backbone)
+	m.duplicates = f.counterVec("duplicates_total", "Writes the backbone acknowledged as duplicates of a message it already stored (JetStream's PubAck duplicate flag, same Nats-Msg-Id within NATS_DUPLICATE_WINDOW), so it kept one copy: each is a redelivery the bridge wrote again. Always 0 on Kafka, whose idempotent producer drops its own retried batches silently and reports no duplicate; a redelivery there is written again.", "backbone").WithLabelValues(backbone)
 	m.acks = f.counter("acks_sent_total", "MQTT messages acknowledged to the broker (PUBACK queued) after their backbone write.")
 	m.latency = f.histogram("forward_latency_seconds", "Time from MQTT receipt to the backbone's acknowledgement of a forwarded message.")
 
@@ -168,6 +170,9 @@ func (m *Metrics) WriteError() { m.writeErrors.Inc() }
 
 // WriteRetry implements bridge.Metrics.
 func (m *Metrics) WriteRetry() { m.writeRetries.Inc() }
+
+// Deduplicated implements bridge.Metrics.
+func (m *Metrics) Deduplicated() { m.duplicates.Inc() }
 
 // AckSent implements bridge.Metrics.
 func (m *Metrics) AckSent() { m.acks.Inc() }

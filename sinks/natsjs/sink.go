@@ -57,6 +57,10 @@ type Sink struct {
 
 	health   health.Writes
 	repairer *health.Repairer // recreates missing streams, off the write path
+
+	// metrics counts the writes JetStream deduplicated (SetMetrics); nil
+	// until set, read by the ack loop.
+	metrics atomic.Pointer[bridge.Metrics]
 }
 
 // readyRefresh is how often the connection status behind Ready is read.
@@ -105,6 +109,19 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 	go s.watchReady()
 	go s.repairer.Run()
 	return s, nil
+}
+
+// SetMetrics makes the sink count every write JetStream acknowledged as a
+// duplicate (PubAck duplicate flag: a message with the same Nats-Msg-Id was
+// stored within the stream's duplicate window) with m.Deduplicated. The
+// stream keeps one copy, so without this count a redelivery the bridge
+// wrote again would be invisible to operators. It may be called while
+// writes are in flight.
+func (s *Sink) SetMetrics(m bridge.Metrics) {
+	if m == nil {
+		m = bridge.NopMetrics{}
+	}
+	s.metrics.Store(&m)
 }
 
 // JetStream returns the JetStream context, shared with the commands source.
@@ -239,7 +256,12 @@ func (s *Sink) ackLoop() {
 	for p := range s.pending {
 		var err error
 		select {
-		case <-p.fut.Ok():
+		case ack := <-p.fut.Ok():
+			if ack != nil && ack.Duplicate {
+				if m := s.metrics.Load(); m != nil {
+					(*m).Deduplicated()
+				}
+			}
 		case err = <-p.fut.Err():
 		}
 		<-s.window // before done, which may write again
