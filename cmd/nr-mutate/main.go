@@ -56,7 +56,7 @@ type Test struct {
 
 // args is the `go test` command line of t.
 func (t Test) args(timeout time.Duration) []string {
-	a := []string{"test", "-count=1", "-timeout", timeout.String()}
+	a := []string{"test", "-count=1", "-failfast", "-timeout", timeout.String()}
 	if t.Tags != "" {
 		a = append(a, "-tags", t.Tags)
 	}
@@ -144,7 +144,10 @@ func main() {
 		case res == notApply:
 			nNotApply++
 		}
-		fmt.Printf("%-30s %-31s %-15s %6.1fs  %s  [%s]\n", m.Name, m.File, label, time.Since(t0).Seconds(), detail, testsString(m.Tests))
+		fmt.Printf("%-30s %-31s %-15s %6.1fs  %s\n", m.Name, m.File, label, time.Since(t0).Seconds(), detail)
+		if m.Pending != "" && res == missed {
+			fmt.Printf("%-30s pending: %s\n", "", m.Pending)
+		}
 		if *verbose || res == notApply {
 			os.Stdout.Write(out)
 		}
@@ -310,10 +313,10 @@ func runOne(root string, files []string, m Mutation, timeout time.Duration, keep
 		out, err := goCmd(dir, timeout+time.Minute, t.args(timeout)...)
 		log.Write(out)
 		if err != nil {
-			return caught, "caught by " + t.String() + failedNames(out), log.Bytes()
+			return caught, "by " + t.Pkg + failedNames(out), log.Bytes()
 		}
 	}
-	return missed, "every named test passed", log.Bytes()
+	return missed, "every named test passed: " + testsString(m.Tests), log.Bytes()
 }
 
 // failedNames lists the top-level tests go test reported as failed.
@@ -327,9 +330,9 @@ func failedNames(out []byte) string {
 		}
 	}
 	if len(names) == 0 {
-		return ""
+		return " (no test reported FAIL: a timeout or a crash)"
 	}
-	return " (" + strings.Join(names, ", ") + ")"
+	return " " + strings.Join(names, ", ")
 }
 
 func tagSets(ts []Test) []string {
