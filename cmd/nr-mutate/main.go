@@ -94,6 +94,8 @@ func main() {
 		verbose  = flag.Bool("v", false, "print the output of the test runs")
 		timeout  = flag.Duration("timeout", 5*time.Minute, "go test -timeout of each test run")
 		strictPd = flag.Bool("strict", false, "count a missed Pending mutation as a failure too")
+		par      = flag.Int("p", 1, "mutations run at the same time (most of a run is tests waiting for servers, not CPU)")
+		baseline = flag.Bool("baseline", false, "first run every named test on an unmutated copy: they must pass, or a catch proves nothing")
 	)
 	flag.Parse()
 	root, err := repoRoot()
@@ -129,27 +131,44 @@ func main() {
 		fatal(err)
 	}
 
+	if *baseline {
+		if err := runBaseline(root, files, todo, *timeout); err != nil {
+			fatal(err)
+		}
+	}
+
 	start := time.Now()
+	outcomes := make([]chan outcome, len(todo))
+	sem := make(chan struct{}, max(*par, 1))
+	for i, m := range todo {
+		outcomes[i] = make(chan outcome, 1)
+		go func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t0 := time.Now()
+			res, detail, out := runOne(root, files, m, *timeout, *keep)
+			outcomes[i] <- outcome{res, detail, out, time.Since(t0)}
+		}()
+	}
 	var nMissed, nGap, nNotApply int
-	for _, m := range todo {
-		t0 := time.Now()
-		res, detail, out := runOne(root, files, m, *timeout, *keep)
-		label := map[result]string{caught: "caught", missed: "MISSED", notApply: "NOT-APPLIED"}[res]
+	for i, m := range todo {
+		o := <-outcomes[i]
+		label := map[result]string{caught: "caught", missed: "MISSED", notApply: "NOT-APPLIED"}[o.res]
 		switch {
-		case res == missed && m.Pending != "" && !*strictPd:
+		case o.res == missed && m.Pending != "" && !*strictPd:
 			label = "MISSED(pending)"
 			nGap++
-		case res == missed:
+		case o.res == missed:
 			nMissed++
-		case res == notApply:
+		case o.res == notApply:
 			nNotApply++
 		}
-		fmt.Printf("%-30s %-31s %-15s %6.1fs  %s\n", m.Name, m.File, label, time.Since(t0).Seconds(), detail)
-		if m.Pending != "" && res == missed {
+		fmt.Printf("%-30s %-31s %-15s %6.1fs  %s\n", m.Name, m.File, label, o.took.Seconds(), o.detail)
+		if m.Pending != "" && o.res == missed {
 			fmt.Printf("%-30s pending: %s\n", "", m.Pending)
 		}
-		if *verbose || res == notApply {
-			os.Stdout.Write(out)
+		if *verbose || o.res == notApply {
+			os.Stdout.Write(o.out)
 		}
 	}
 	fmt.Printf("nr-mutate: %d mutations, %d caught, %d missed, %d missed with a pending fix, %d not applied, %s\n",
@@ -157,6 +176,44 @@ func main() {
 	if nMissed > 0 || nNotApply > 0 {
 		os.Exit(1)
 	}
+}
+
+// outcome is what runOne found for one mutation, and how long it took.
+type outcome struct {
+	res    result
+	detail string
+	out    []byte
+	took   time.Duration
+}
+
+// runBaseline runs every test the mutations name, once each, on an
+// unmutated copy; it fails when one of them fails.
+func runBaseline(root string, files []string, ms []Mutation, timeout time.Duration) error {
+	dir, err := os.MkdirTemp("", "nr-mutate-baseline-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := copyTree(root, dir, files); err != nil {
+		return fmt.Errorf("baseline copy: %w", err)
+	}
+	seen := map[Test]bool{}
+	for _, m := range ms {
+		for _, t := range m.Tests {
+			if seen[t] {
+				continue
+			}
+			seen[t] = true
+			t0 := time.Now()
+			out, err := goCmd(dir, timeout+time.Minute, t.args(timeout)...)
+			if err != nil {
+				os.Stdout.Write(out)
+				return fmt.Errorf("baseline: %s fails without any mutation%s", t, failedNames(out))
+			}
+			fmt.Printf("baseline %-60s ok %6.1fs\n", t, time.Since(t0).Seconds())
+		}
+	}
+	return nil
 }
 
 func fatal(err error) {
