@@ -13,6 +13,7 @@
 //	go run ./cmd/nr-mutate              # every mutation
 //	go run ./cmd/nr-mutate -run ORG_ID  # those whose name matches
 //	go run ./cmd/nr-mutate -list        # the list, nothing run
+//	go run ./cmd/nr-mutate -p 2         # two mutations at a time (what CI runs)
 package main
 
 import (
