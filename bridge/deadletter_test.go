@@ -172,3 +172,34 @@ func TestFitDeadLetterCountsEarlierDrops(t *testing.T) {
 		t.Fatalf("%s = %q after two cuts, want %s (%d headers left)", HeaderDroppedHeaders, got[HeaderDroppedHeaders], want, len(twice))
 	}
 }
+
+// Correlation data no header can carry (over 4 KiB printable, or binary
+// whose base64 is) dead-letters the message as invalid_property, without
+// the correlation header; what fits is kept.
+func TestLongCorrelationDataDeadLettered(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		corr []byte
+		dead bool
+	}{
+		{"printable 4096", []byte(strings.Repeat("c", 4096)), false},
+		{"printable 4097", []byte(strings.Repeat("c", 4097)), true},
+		{"binary 3072", make([]byte, 3072), false},
+		{"binary 3073", make([]byte, 3073), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMessage("org/a/node/n/reply", []byte("{}"), time.Time{}, "", tc.corr, nil)
+			if got := m.DeadLetter != ""; got != tc.dead {
+				t.Fatalf("dead letter %q, want dead=%v", m.DeadLetter, tc.dead)
+			}
+			if tc.dead && (m.CorrelationData != nil || deadLetterReason(m) != ReasonInvalidProperty) {
+				t.Fatalf("correlation kept (%d bytes) or reason %s", len(m.CorrelationData), deadLetterReason(m))
+			}
+			m.Headers(func(name, value string) {
+				if !printableHeaderValue(value) {
+					t.Fatalf("header %s of %d bytes", name, len(value))
+				}
+			})
+		})
+	}
+}

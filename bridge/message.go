@@ -164,6 +164,12 @@ func NewMessage(topic string, payload []byte, receivedAt time.Time, contentType 
 		m.setDeadLetter(fmt.Sprintf("content type %q is not printable UTF-8", contentType))
 		m.ContentType = ""
 	}
+	if n := len(correlation); n > maxHeaderValueLen || !printableHeaderValue(string(correlation)) && base64.StdEncoding.EncodedLen(n) > maxHeaderValueLen {
+		// No header carries it (4 KiB, base64 for binary data): the
+		// message is dead-lettered, without it.
+		m.setDeadLetter(fmt.Sprintf("correlation data of %d bytes is over what a header carries (%d bytes, base64 for binary data)", n, maxHeaderValueLen))
+		m.CorrelationData = nil
+	}
 	for _, p := range props {
 		switch {
 		case p.Name == MsgIDProperty:
