@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -22,91 +20,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
-
-// storeStallProxy forwards TCP to target; while stalled it stops reading
-// from the client, so the client's requests never reach the server, as on
-// a congested link to an overloaded server. (sinks/natsjs has the same
-// helper in its own test package.)
-type storeStallProxy struct {
-	ln      net.Listener
-	target  string
-	mu      sync.Mutex
-	stalled bool
-	resume  *sync.Cond
-	conns   []net.Conn
-}
-
-func startStoreStallProxy(t *testing.T, target string) *storeStallProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &storeStallProxy{ln: ln, target: target}
-	p.resume = sync.NewCond(&p.mu)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			wg.Add(2)
-			go func() { defer wg.Done(); _, _ = io.Copy(c, s) }()
-			go func() { defer wg.Done(); p.copyClient(s, c) }()
-		}
-	}()
-	t.Cleanup(func() {
-		p.setStalled(false)
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		wg.Wait()
-	})
-	return p
-}
-
-func (p *storeStallProxy) addr() string { return p.ln.Addr().String() }
-
-func (p *storeStallProxy) copyClient(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		p.mu.Lock()
-		for p.stalled {
-			p.resume.Wait()
-		}
-		p.mu.Unlock()
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *storeStallProxy) setStalled(v bool) {
-	p.mu.Lock()
-	p.stalled = v
-	p.mu.Unlock()
-	p.resume.Broadcast()
-}
 
 // ackCounter counts the receiver's acks and forwarded messages by kind.
 type ackCounter struct {
@@ -164,13 +77,13 @@ func (b *syncBuffer) count(s string) int {
 func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	ns := testserver.StartNATS(t, testserver.NATSOptions{})
-	proxy := startStoreStallProxy(t, fmt.Sprintf("127.0.0.1:%d", ns.Port()))
+	proxy := testserver.StartStallProxy(t, fmt.Sprintf("127.0.0.1:%d", ns.Port()))
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	storeNC, err := nats.Connect("nats://" + proxy.addr())
+	storeNC, err := nats.Connect("nats://" + proxy.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -224,7 +137,7 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 	// The store stops answering. Four reply workers each wait on it (5 s
 	// per update); the 1,024-slot queue behind them fills: 1,500 replies
 	// are more than both.
-	proxy.setStalled(true)
+	proxy.SetStalled(true)
 	const nodes, replies, events = 3, 500, 100
 	var wg sync.WaitGroup
 	for n := range nodes {
@@ -278,7 +191,7 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 	}
 
 	// The store answers again: a command's reply is recorded.
-	proxy.setStalled(false)
+	proxy.SetStalled(false)
 	now := time.Now().UTC()
 	if _, err := store.Put(ctx, &bridge.CommandStatus{
 		Org: "acme", CorrelationID: "after-stall", Node: "n0", Type: "reboot", Topic: "org/acme/node/n0/cmd",

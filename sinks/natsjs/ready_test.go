@@ -3,9 +3,7 @@ package natsjs_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -15,83 +13,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
-
-// stallProxy forwards TCP to target; while stalled it stops reading from
-// the client, so the client's writes block once the socket buffers are
-// full, as on a congested link to a slow server.
-type stallProxy struct {
-	ln      net.Listener
-	target  string
-	mu      sync.Mutex
-	stalled bool
-	resume  *sync.Cond
-	conns   []net.Conn
-}
-
-func startStallProxy(t *testing.T, target string) *stallProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &stallProxy{ln: ln, target: target}
-	p.resume = sync.NewCond(&p.mu)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, s)
-			p.mu.Unlock()
-			go func() { _, _ = io.Copy(c, s) }()
-			go p.copyClient(s, c)
-		}
-	}()
-	t.Cleanup(func() {
-		p.setStalled(false)
-		ln.Close()
-		p.mu.Lock()
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-	})
-	return p
-}
-
-func (p *stallProxy) copyClient(dst, src net.Conn) {
-	buf := make([]byte, 32<<10)
-	for {
-		p.mu.Lock()
-		for p.stalled {
-			p.resume.Wait()
-		}
-		p.mu.Unlock()
-		n, err := src.Read(buf)
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *stallProxy) setStalled(v bool) {
-	p.mu.Lock()
-	p.stalled = v
-	p.mu.Unlock()
-	p.resume.Broadcast()
-}
 
 // returnsWithin reports whether f returns within d.
 func returnsWithin(d time.Duration, f func()) bool {
@@ -113,9 +34,9 @@ func returnsWithin(d time.Duration, f func()) bool {
 // scenario, where GET /metrics timed out).
 func TestReadyDoesNotBlockOnSlowConnection(t *testing.T) {
 	ns := testserver.StartNATS(t, testserver.NATSOptions{})
-	proxy := startStallProxy(t, fmt.Sprintf("127.0.0.1:%d", ns.Port()))
+	proxy := testserver.StartStallProxy(t, fmt.Sprintf("127.0.0.1:%d", ns.Port()))
 	log := slog.New(slog.DiscardHandler)
-	nc, err := natsconn.Connect(natsconn.Config{URL: "nats://" + proxy.ln.Addr().String()}, "t", log)
+	nc, err := natsconn.Connect(natsconn.Config{URL: "nats://" + proxy.Addr()}, "t", log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +53,7 @@ func TestReadyDoesNotBlockOnSlowConnection(t *testing.T) {
 		t.Fatalf("Ready before the stall: %v", err)
 	}
 
-	proxy.setStalled(true)
+	proxy.SetStalled(true)
 	var written sync.WaitGroup
 	payload := make([]byte, 64<<10)
 	go func() {
@@ -152,7 +73,7 @@ func TestReadyDoesNotBlockOnSlowConnection(t *testing.T) {
 	if !returnsWithin(time.Second, func() { _ = sink.Ready() }) {
 		t.Errorf("Ready blocked while a write to the server was stuck")
 	}
-	proxy.setStalled(false)
+	proxy.SetStalled(false)
 	written.Wait()
 	if err := sink.Close(ctx); err != nil {
 		t.Fatal(err)
