@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
 // errorBody is every error response: {"error": "...", "field": "..."}.
@@ -29,5 +29,5 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // writeError writes {"error": msg, "field": field} with status; msg goes
 // through bridge.RedactURLs, as it may echo a connection error.
 func writeError(w http.ResponseWriter, status int, msg, field string) {
-	writeJSON(w, status, errorBody{Error: bridge.RedactURLs(msg), Field: field})
+	writeJSON(w, status, errorBody{Error: redact.URLs(msg), Field: field})
 }

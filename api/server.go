@@ -13,7 +13,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
 // Config is the HTTP server configuration.
@@ -114,7 +114,7 @@ func readyz(checks map[string]ReadyFunc) http.Handler {
 				}
 				// Reasons echo connection errors, which may embed a
 				// broker or server URL; /readyz needs no token.
-				body.Reasons[n] = bridge.RedactURLs(err.Error())
+				body.Reasons[n] = redact.URLs(err.Error())
 			}
 		}
 		if body.Reasons != nil {

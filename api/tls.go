@@ -2,10 +2,10 @@ package api
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
+
+	"github.com/nr-bridge/nr-bridge/internal/tlsfiles"
 )
 
 // TLSConfig turns the API into HTTPS, optionally with client certificates
@@ -40,13 +40,9 @@ func (c TLSConfig) Load() (*tls.Config, error) {
 	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
 	if c.ClientCAFile != "" {
-		pem, err := os.ReadFile(c.ClientCAFile)
+		pool, err := tlsfiles.CertPool("HTTP_TLS_CLIENT_CA_FILE", c.ClientCAFile)
 		if err != nil {
-			return nil, fmt.Errorf("HTTP_TLS_CLIENT_CA_FILE: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("HTTP_TLS_CLIENT_CA_FILE %s: no PEM certificate found", c.ClientCAFile)
+			return nil, err
 		}
 		cfg.ClientCAs = pool
 		cfg.ClientAuth = tls.RequireAndVerifyClientCert

@@ -3,11 +3,9 @@ package bridge
 import (
 	crand "crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"strings"
@@ -15,6 +13,9 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
+	"github.com/nr-bridge/nr-bridge/internal/tlsfiles"
 )
 
 // MQTTConfig is the MQTT side of the bridge: the broker, the identity and the
@@ -69,10 +70,10 @@ func DefaultClientID() string {
 func (c *MQTTConfig) Validate() error {
 	u, err := url.Parse(c.URL)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("MQTT_URL %q: want scheme://host:port, e.g. tcp://localhost:1883", RedactURLs(c.URL))
+		return fmt.Errorf("MQTT_URL %q: want scheme://host:port, e.g. tcp://localhost:1883", redact.URLs(c.URL))
 	}
 	if u.User != nil && (c.Username != "" || c.Password != "") {
-		return fmt.Errorf("MQTT_URL %q carries user:password@ and MQTT_USERNAME or MQTT_PASSWORD is set too: set the credentials in one place", RedactURLs(c.URL))
+		return fmt.Errorf("MQTT_URL %q carries user:password@ and MQTT_USERNAME or MQTT_PASSWORD is set too: set the credentials in one place", redact.URLs(c.URL))
 	}
 	tlsScheme := false
 	switch strings.ToLower(u.Scheme) {
@@ -80,10 +81,10 @@ func (c *MQTTConfig) Validate() error {
 	case "ssl", "tls", "mqtts":
 		tlsScheme = true
 	default:
-		return fmt.Errorf("MQTT_URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", RedactURLs(c.URL))
+		return fmt.Errorf("MQTT_URL %q: scheme must be tcp, mqtt, ssl, tls or mqtts", redact.URLs(c.URL))
 	}
 	if !tlsScheme && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != "") {
-		return fmt.Errorf("MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE need a TLS MQTT_URL (ssl://, tls:// or mqtts://), got %q", RedactURLs(c.URL))
+		return fmt.Errorf("MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE need a TLS MQTT_URL (ssl://, tls:// or mqtts://), got %q", redact.URLs(c.URL))
 	}
 	if (c.CertFile == "") != (c.KeyFile == "") {
 		return fmt.Errorf("MQTT_CERT_FILE and MQTT_KEY_FILE must be set together")
@@ -130,58 +131,14 @@ func (c *MQTTConfig) Validate() error {
 func (c *MQTTConfig) TLSConfig() (*tls.Config, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return nil, fmt.Errorf("MQTT_URL %q: not a URL", RedactURLs(c.URL)) // url's error repeats the URL
+		return nil, fmt.Errorf("MQTT_URL %q: not a URL", redact.URLs(c.URL)) // url's error repeats the URL
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "ssl", "tls", "mqtts":
 	default:
 		return nil, nil
 	}
-	return LoadTLSConfig("MQTT", c.CAFile, c.CertFile, c.KeyFile)
-}
-
-// LoadTLSConfig builds a client TLS config (TLS 1.2 minimum) from PEM files.
-// prefix names the variables in errors (prefix_CA_FILE, ...), so a missing
-// or unreadable file fails at start saying which setting is wrong.
-func LoadTLSConfig(prefix, caFile, certFile, keyFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
-	if caFile != "" {
-		pem, err := os.ReadFile(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s_CA_FILE: %w", prefix, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%s_CA_FILE %s: no PEM certificate found", prefix, caFile)
-		}
-		cfg.RootCAs = pool
-	}
-	if certFile != "" || keyFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
-			return nil, fmt.Errorf("%s_CERT_FILE/%s_KEY_FILE: %w", prefix, prefix, err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg, nil
-}
-
-// Backoff returns a reconnect delay for attempt n (0-based): min doubled per
-// attempt up to max, with up to 20% jitter, and never zero. autopaho's own
-// backoffs return 0 for the first attempt after a dropped connection, which
-// turns a broker that accepts and then kicks a client into a reconnect storm.
-func Backoff(min, max time.Duration) func(int) time.Duration {
-	return func(attempt int) time.Duration {
-		d := min
-		for i := 0; i < attempt && d < max; i++ {
-			d *= 2
-		}
-		if d > max {
-			d = max
-		}
-		d += time.Duration(rand.Int64N(int64(d)/5 + 1))
-		return d
-	}
+	return tlsfiles.Client("MQTT", c.CAFile, c.CertFile, c.KeyFile)
 }
 
 // clientConfig is the autopaho configuration shared by the workers and the
@@ -189,7 +146,7 @@ func Backoff(min, max time.Duration) func(int) time.Duration {
 func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.Logger) (autopaho.ClientConfig, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
-		return autopaho.ClientConfig{}, fmt.Errorf("MQTT_URL %q: not a URL", RedactURLs(c.URL)) // url's error repeats the URL
+		return autopaho.ClientConfig{}, fmt.Errorf("MQTT_URL %q: not a URL", redact.URLs(c.URL)) // url's error repeats the URL
 	}
 	username, password := c.Username, c.Password
 	if u.User != nil {
@@ -211,7 +168,7 @@ func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.
 		KeepAlive:                     uint16(c.KeepAlive / time.Second),
 		CleanStartOnInitialConnection: false,
 		SessionExpiryInterval:         expiry,
-		ReconnectBackoff:              Backoff(c.ReconnectMin, c.ReconnectMax),
+		ReconnectBackoff:              backoff.Exponential(c.ReconnectMin, c.ReconnectMax),
 		ConnectTimeout:                c.ConnectTimeout,
 		AttemptConnection:             connector(c.TCPQuickAck), // buffered reads and coalesced writes (conn.go)
 		ConnectUsername:               username,
@@ -238,82 +195,4 @@ func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.
 		cfg.ConnectPassword = nil
 	}
 	return cfg, nil
-}
-
-// RedactURLs returns s with the user information of every URL in it
-// replaced by "redacted": tcp://user:secret@host:1883 becomes
-// tcp://redacted@host:1883, nats://token@a:4222,nats://b:4222 becomes
-// nats://redacted@a:4222,nats://b:4222. s may be a URL, a comma-separated
-// list of them, or any text that embeds them, such as a connection error
-// ("failed to connect to tcp://user:secret@host:1883: ..."), which is why it
-// scans text instead of parsing one URL: every URL the bridge prints (log
-// lines, /readyz reasons, configuration errors) goes through it, so a URL
-// that does not even parse (a '/' or '@' left unescaped in a password)
-// loses its credentials too.
-//
-// After each "://" it looks at the text up to the next white space, quote,
-// '<', '>' or "://"; if that holds an '@', everything before the last '@'
-// that precedes the first '/', '?' or '#' (or, with none there, before the
-// last '@' at all) is the user information. Text without "://" and '@' is
-// returned as is, without allocating.
-func RedactURLs(s string) string {
-	if !strings.Contains(s, "://") || !strings.Contains(s, "@") {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s))
-	rest := s
-	for {
-		i := strings.Index(rest, "://")
-		if i < 0 {
-			b.WriteString(rest)
-			return b.String()
-		}
-		b.WriteString(rest[:i+3])
-		rest = rest[i+3:]
-		end := len(rest)
-		if j := strings.IndexAny(rest, " \t\r\n\"'`<>"); j >= 0 {
-			end = j
-		}
-		if j := strings.Index(rest[:end], "://"); j >= 0 {
-			end = j
-		}
-		span := rest[:end]
-		at := -1
-		if p := strings.IndexAny(span, "/?#"); p >= 0 {
-			at = strings.LastIndexByte(span[:p], '@')
-		}
-		if at < 0 {
-			at = strings.LastIndexByte(span, '@')
-		}
-		if at >= 0 {
-			b.WriteString("redacted")
-			rest = rest[at:]
-		}
-	}
-}
-
-// RedactAttr is a slog.HandlerOptions.ReplaceAttr function that passes
-// every string and error value of a log record (the message included, and
-// so the lines of paho's and other libraries' loggers) through RedactURLs.
-// The bridge's logger uses it so that a URL with credentials cannot reach a
-// log line, whichever library wrote the error that embeds it.
-func RedactAttr(_ []string, a slog.Attr) slog.Attr {
-	switch a.Value.Kind() {
-	case slog.KindString:
-		if s := a.Value.String(); strings.Contains(s, "://") {
-			if r := RedactURLs(s); r != s {
-				a.Value = slog.StringValue(r)
-			}
-		}
-	case slog.KindAny:
-		if err, ok := a.Value.Any().(error); ok && err != nil {
-			if s := err.Error(); strings.Contains(s, "://") {
-				if r := RedactURLs(s); r != s {
-					a.Value = slog.StringValue(r)
-				}
-			}
-		}
-	}
-	return a
 }

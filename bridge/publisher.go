@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
 // ErrOutOfScope means a command targets another org than ORG_ID. The bridge
@@ -231,7 +232,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 	cc.OnConnectionUp = func(_ *autopaho.ConnectionManager, _ *paho.Connack) {
 		p.connected.Store(true)
 		p.metrics.MQTTConnected(p.clientID, true)
-		p.log.Info("MQTT connection established", "url", RedactURLs(p.cfg.URL))
+		p.log.Info("MQTT connection established", "url", redact.URLs(p.cfg.URL))
 	}
 	cc.OnConnectionDown = func() bool {
 		p.connected.Store(false)
@@ -240,7 +241,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 		return true
 	}
 	cc.OnConnectError = func(err error) {
-		p.log.Warn("MQTT connection attempt failed", "url", RedactURLs(p.cfg.URL), "err", err)
+		p.log.Warn("MQTT connection attempt failed", "url", redact.URLs(p.cfg.URL), "err", err)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -12,6 +12,8 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
 // Write retry backoff while the backbone refuses: 100 ms doubling to 5 s.
@@ -219,7 +221,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		msg := err.Error()
 		w.connErr.Store(&msg)
-		w.log.Warn("MQTT connection attempt failed", "url", RedactURLs(w.cfg.URL), "err", err)
+		w.log.Warn("MQTT connection attempt failed", "url", redact.URLs(w.cfg.URL), "err", err)
 	}
 	cm, err := autopaho.NewConnection(w.ctx, cc)
 	if err != nil {
@@ -238,7 +240,7 @@ func (w *Worker) Start(ctx context.Context) error {
 }
 
 func (w *Worker) onConnectionUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
-	w.log.Info("MQTT connection established", "url", RedactURLs(w.cfg.URL), "session_present", ca.SessionPresent)
+	w.log.Info("MQTT connection established", "url", redact.URLs(w.cfg.URL), "session_present", ca.SessionPresent)
 	w.connErr.Store(nil)
 	w.metrics.MQTTConnected(w.clientID, true)
 	subIDs := ca.Properties != nil && ca.Properties.SubIDAvailable
@@ -268,7 +270,7 @@ func (w *Worker) subscribe(cm *autopaho.ConnectionManager, subIDs bool) {
 	for _, f := range w.filters {
 		sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: f, QoS: 1})
 	}
-	backoff := Backoff(w.cfg.ReconnectMin, w.cfg.ReconnectMax)
+	backoff := backoff.Exponential(w.cfg.ReconnectMin, w.cfg.ReconnectMax)
 	for attempt := 0; w.ctx.Err() == nil; attempt++ {
 		ctx, cancel := context.WithTimeout(w.ctx, w.cfg.PublishTimeout)
 		ack, err := cm.Subscribe(ctx, sub)
@@ -519,7 +521,7 @@ func (f *flight) done(err error) {
 			w.log.Warn("backbone write failed, retrying", "topic", headerSafe(f.m.Topic), "attempt", f.attempt, "err", err)
 		}
 	}
-	f.schedule(Backoff(retryMin, retryMax)(f.attempt-1), err)
+	f.schedule(backoff.Exponential(retryMin, retryMax)(f.attempt-1), err)
 	w.metrics.WriteRetry()
 }
 

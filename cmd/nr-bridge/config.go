@@ -17,6 +17,7 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -204,7 +205,7 @@ func printUsage(w io.Writer) {
 func (c *Config) logAttrs() []any {
 	var attrs []any
 	for _, v := range envVars(c) {
-		val := bridge.RedactURLs(fmt.Sprint(v.value.Interface()))
+		val := redact.URLs(fmt.Sprint(v.value.Interface()))
 		if v.Secret && val != "" {
 			val = "[redacted]"
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
 // buildVersion is stamped at build time with -ldflags "-X main.buildVersion=...".
@@ -68,13 +69,13 @@ func realMain() int {
 	cfg, err := loadConfig(environ)
 	if err != nil {
 		// The errors quote the bad value, which may be a URL with a password.
-		fmt.Fprintln(os.Stderr, "nr-bridge: configuration:", bridge.RedactURLs(err.Error()))
+		fmt.Fprintln(os.Stderr, "nr-bridge: configuration:", redact.URLs(err.Error()))
 		return 2
 	}
 	level, _ := parseLevel(cfg.LogLevel)
 	// Every string and error of every log line, libraries' included, goes
 	// through the one URL redaction (bridge.RedactURLs).
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level, ReplaceAttr: bridge.RedactAttr}))
+	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: level, ReplaceAttr: redact.Attr}))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

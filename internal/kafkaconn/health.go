@@ -9,10 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // PingInterval is how often a Monitor asks the cluster whether it is up;
@@ -97,7 +96,7 @@ func (m *Monitor) Close() {
 // (SASL authentication failed, a broker certificate that does not verify)
 // is returned at once.
 func WaitReachable(ctx context.Context, cl *kgo.Client, log *slog.Logger) error {
-	backoff := bridge.Backoff(500*time.Millisecond, 10*time.Second)
+	backoff := backoff.Exponential(500*time.Millisecond, 10*time.Second)
 	for attempt := 0; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, PingInterval)
 		err := cl.Ping(pctx)

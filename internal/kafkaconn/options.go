@@ -3,12 +3,11 @@ package kafkaconn
 import (
 	"log/slog"
 
+	"github.com/nr-bridge/nr-bridge/internal/tlsfiles"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
 	"github.com/twmb/franz-go/plugin/kslog"
-
-	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // Options returns the franz-go options every bridge client shares: seed
@@ -30,7 +29,7 @@ func Options(cfg Config, log *slog.Logger) ([]kgo.Opt, error) {
 		kgo.ProducerBatchMaxBytes(int32(cfg.MaxMessageBytes)),
 	}
 	if cfg.UseTLS() {
-		tlsCfg, err := bridge.LoadTLSConfig("KAFKA", cfg.CAFile, cfg.CertFile, cfg.KeyFile)
+		tlsCfg, err := tlsfiles.Client("KAFKA", cfg.CAFile, cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			return nil, err
 		}

@@ -16,8 +16,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
+	"github.com/nr-bridge/nr-bridge/internal/tlsfiles"
 )
 
 // Config is the NATS connection configuration. At most one way to
@@ -78,7 +78,7 @@ func (c *Config) Validate() error {
 func (c *Config) Options() ([]nats.Option, error) {
 	var opts []nats.Option
 	if c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" {
-		tc, err := bridge.LoadTLSConfig("NATS", c.CAFile, c.CertFile, c.KeyFile)
+		tc, err := tlsfiles.Client("NATS", c.CAFile, c.CertFile, c.KeyFile)
 		if err != nil {
 			return nil, err
 		}
@@ -174,7 +174,7 @@ func Connect(cfg Config, name string, log *slog.Logger, extra ...nats.Option) (*
 	opts = append(opts, auth...)
 	nc, err := nats.Connect(cfg.URL, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect NATS %s: %w", bridge.RedactURLs(cfg.URL), err)
+		return nil, fmt.Errorf("connect NATS %s: %w", redact.URLs(cfg.URL), err)
 	}
 	// After a failed handshake or a refused CONNECT, nats.go sets the
 	// connection back to RECONNECTING with the error in LastError.

@@ -16,6 +16,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
 )
 
 // subscribeBatch is the number of topic filters per SUBSCRIBE packet.
@@ -106,7 +107,7 @@ func (c *conn) start(ctx context.Context) error {
 		TlsCfg:                        tlsCfg,
 		KeepAlive:                     30,
 		CleanStartOnInitialConnection: true,
-		ReconnectBackoff:              bridge.Backoff(500*time.Millisecond, 10*time.Second),
+		ReconnectBackoff:              backoff.Exponential(500*time.Millisecond, 10*time.Second),
 		ConnectTimeout:                10 * time.Second,
 		ConnectUsername:               c.cfg.Username,
 		OnConnectionUp:                c.onUp,

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
 	"github.com/nr-bridge/nr-bridge/internal/health"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 )
@@ -128,7 +129,7 @@ func (s *Sink) SetMetrics(m bridge.Metrics) {
 func (s *Sink) JetStream() jetstream.JetStream { return s.js }
 
 func (s *Sink) setup(ctx context.Context) error {
-	backoff := bridge.Backoff(500*time.Millisecond, 10*time.Second)
+	backoff := backoff.Exponential(500*time.Millisecond, 10*time.Second)
 	for attempt := 0; ; attempt++ {
 		err := s.ensureStreams(ctx)
 		if err == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 )
 
@@ -275,7 +276,7 @@ func (s *Source) seedGroup(ctx context.Context, adm *kadm.Client) error {
 // left records to retry.
 func (s *Source) run(intake, work context.Context) {
 	defer close(s.done)
-	backoff := bridge.Backoff(retryMin, retryMax)
+	backoff := backoff.Exponential(retryMin, retryMax)
 	attempt := 0
 	var lastRepair time.Time
 	for intake.Err() == nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
@@ -116,7 +117,7 @@ func New(js jetstream.JetStream, cfg Config, streams sinknatsjs.Config, pub Publ
 		filters:  filters,
 		pub:      pub,
 		log:      log.With("component", "commands", "backbone", "nats"),
-		backoff:  bridge.Backoff(cfg.RetryMin, cfg.RetryMax),
+		backoff:  backoff.Exponential(cfg.RetryMin, cfg.RetryMax),
 		work:     make(chan delivery),
 		stopping: make(chan struct{}),
 		lost:     make(chan struct{}, 1),

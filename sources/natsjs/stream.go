@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
 	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
@@ -50,7 +50,7 @@ func consumerConfig(cfg Config, name string, filters []string) jetstream.Consume
 // setup creates or checks the stream and creates or updates the consumer,
 // retrying while the server is unreachable until ctx ends.
 func (s *Source) setup(ctx context.Context) (jetstream.Consumer, error) {
-	backoff := bridge.Backoff(500*time.Millisecond, 10*time.Second)
+	backoff := backoff.Exponential(500*time.Millisecond, 10*time.Second)
 	for attempt := 0; ; attempt++ {
 		cons, err := s.ensure(ctx)
 		if err == nil {
