@@ -18,14 +18,16 @@ import (
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 )
 
 // startPublisher connects a real command publisher to a real Mosquitto.
-func startPublisher(t *testing.T, orgID string) *bridge.Publisher {
+func startPublisher(t *testing.T, orgID string) *publisher.Publisher {
 	t.Helper()
 	m := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
-	cfg := &bridge.MQTTConfig{
+	cfg := &mqttconn.Config{
 		URL: m.URL(), ClientID: "auth-test", ShareGroup: "nr-listeners", Workers: 1, OrgID: orgID,
 		SessionExpiry: time.Minute, KeepAlive: 30 * time.Second, ConnectTimeout: 5 * time.Second,
 		ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second, MaxInflight: 100,
@@ -34,7 +36,7 @@ func startPublisher(t *testing.T, orgID string) *bridge.Publisher {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	pub := bridge.NewPublisher(cfg, bridge.CommandLimits{}, slog.New(slog.DiscardHandler))
+	pub := publisher.New(cfg, bridge.CommandLimits{}, slog.New(slog.DiscardHandler))
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

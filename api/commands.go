@@ -31,7 +31,7 @@ const RetryAfter = 5
 const DefaultMaxWaits = 256
 
 // CommandPublisher is what the command routes call: the bridge's single
-// validating publisher (*bridge.Publisher).
+// validating publisher (*publisher.Publisher).
 type CommandPublisher interface {
 	// Limits are the command limits bodies are parsed with.
 	Limits() bridge.CommandLimits

@@ -18,6 +18,8 @@ import (
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 )
@@ -34,7 +36,7 @@ func (w cmdTestWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func cmdTestMQTTConfig(brokerURL, clientID, orgID string) *bridge.MQTTConfig {
+func cmdTestMQTTConfig(brokerURL, clientID, orgID string) *mqttconn.Config {
 	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
 	cfg.OrgID, cfg.AckInterval = orgID, 10*time.Millisecond
 	return cfg
@@ -45,7 +47,7 @@ func cmdTestMQTTConfig(brokerURL, clientID, orgID string) *bridge.MQTTConfig {
 type cmdTestEnv struct {
 	broker *testserver.Mosquitto
 	sub    *testclient.MQTT
-	pub    *bridge.Publisher
+	pub    *publisher.Publisher
 	h      http.Handler
 }
 
@@ -54,7 +56,7 @@ func newCmdTestEnv(t *testing.T, orgID string) *cmdTestEnv {
 	broker := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	sub := testclient.ConnectMQTT(t, broker.URL(), "sub-"+strings.ReplaceAll(t.Name(), "/", "-"), "org/#")
 	log := cmdTestLogger(t)
-	pub := bridge.NewPublisher(cmdTestMQTTConfig(broker.URL(), "api-test", orgID), bridge.CommandLimits{}, log)
+	pub := publisher.New(cmdTestMQTTConfig(broker.URL(), "api-test", orgID), bridge.CommandLimits{}, log)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -342,7 +344,7 @@ func TestCommandBrokerDown(t *testing.T) {
 func TestCommandHandlerNoLeak(t *testing.T) {
 	broker := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	leaks := goleak.IgnoreCurrent()
-	pub := bridge.NewPublisher(cmdTestMQTTConfig(broker.URL(), "api-leak", ""), bridge.CommandLimits{}, cmdTestLogger(t))
+	pub := publisher.New(cmdTestMQTTConfig(broker.URL(), "api-leak", ""), bridge.CommandLimits{}, cmdTestLogger(t))
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -14,18 +14,20 @@ import (
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 )
 
 // TestMuxErrorsAreJSON: the ServeMux's own 404 and 405 answers are JSON
 // like every other error, the 405 keeps its Allow header, and the request
 // counter still sees their status.
 func TestMuxErrorsAreJSON(t *testing.T) {
-	cfg := &bridge.MQTTConfig{URL: "tcp://127.0.0.1:1", ClientID: "json-errors"}
+	cfg := &mqttconn.Config{URL: "tcp://127.0.0.1:1", ClientID: "json-errors"}
 	m := metrics.New("nats", "test")
 	h := api.NewHandler(api.Deps{
 		Log:      cmdTestLogger(t),
 		Ready:    map[string]api.ReadyFunc{},
-		Commands: bridge.NewPublisher(cfg, bridge.CommandLimits{}, cmdTestLogger(t)),
+		Commands: publisher.New(cfg, bridge.CommandLimits{}, cmdTestLogger(t)),
 		Metrics:  m,
 	})
 	for _, tt := range []struct {

@@ -22,6 +22,9 @@ import (
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
+	"github.com/nr-bridge/nr-bridge/internal/tracker"
 )
 
 // openAPIDoc is api.OpenAPI as JSON values (yaml.v3 -> JSON -> the
@@ -120,13 +123,13 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 
 	// Every documented operation is routed by the handler (with every
 	// dependency and ORG_ID set): no 404 or 405 from the mux.
-	cfg := &bridge.MQTTConfig{URL: "tcp://127.0.0.1:1", ClientID: "openapi-test", OrgID: "acme"}
-	tr := bridge.NewTracker(bridge.TrackerConfig{}, cmdTestLogger(t), nil)
+	cfg := &mqttconn.Config{URL: "tcp://127.0.0.1:1", ClientID: "openapi-test", OrgID: "acme"}
+	tr := tracker.New(tracker.Config{}, cmdTestLogger(t), nil)
 	t.Cleanup(func() { _ = tr.Close(t.Context()) })
 	h := api.NewHandler(api.Deps{
 		Log:      cmdTestLogger(t),
 		Ready:    map[string]api.ReadyFunc{},
-		Commands: bridge.NewPublisher(cfg, bridge.CommandLimits{}, cmdTestLogger(t)),
+		Commands: publisher.New(cfg, bridge.CommandLimits{}, cmdTestLogger(t)),
 		OrgID:    "acme",
 		Metrics:  metrics.New("nats", "test"),
 		Statuses: tr,

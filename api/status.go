@@ -14,7 +14,7 @@ import (
 )
 
 // CommandStatuses is what the status routes and ?wait call: command
-// tracking (*bridge.Tracker).
+// tracking (*tracker.Tracker).
 type CommandStatuses interface {
 	// Get returns a command's status; bridge.ErrStatusNotFound when
 	// unknown, bridge.ErrStatusUnavailable when the store cannot answer.

@@ -14,8 +14,10 @@ import (
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
+	"github.com/nr-bridge/nr-bridge/internal/tracker"
 )
 
 // replyProps are the properties of a node's reply to correlation ID id.
@@ -140,11 +142,11 @@ func TestCommandStatusEvicted(t *testing.T) {
 		_, _, err := small.Get(ctx, "acme", "new")
 		return err == nil
 	})
-	tr := bridge.NewTracker(bridge.TrackerConfig{Grace: time.Hour}, log, nil)
+	tr := tracker.New(tracker.Config{Grace: time.Hour}, log, nil)
 	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	tr.Attach(small)
 	cfg := cmdTestMQTTConfig("tcp://127.0.0.1:1", "evict-test", "")
-	r := &trackReplica{h: api.NewHandler(api.Deps{Log: log, Commands: bridge.NewPublisher(cfg, bridge.CommandLimits{}, log), Statuses: tr})}
+	r := &trackReplica{h: api.NewHandler(api.Deps{Log: log, Commands: publisher.New(cfg, bridge.CommandLimits{}, log), Statuses: tr})}
 	for _, tt := range []struct{ id, want string }{
 		{"old", `command "old" of org "acme": command status no longer held by this replica: command status not found (each replica keeps the newest KAFKA_STATUS_MAX_COMMANDS commands of an org; replies to it are still recorded)`},
 		{"never", `command "never" of org "acme": command status not found (never sent through the bridge, or older than the command TTL plus COMMAND_STATUS_GRACE)`},

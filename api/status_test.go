@@ -23,13 +23,16 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
+	"github.com/nr-bridge/nr-bridge/internal/tracker"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
@@ -145,8 +148,8 @@ func startTrackKafka(t *testing.T) trackBackbone {
 type trackReplica struct {
 	h       http.Handler
 	metrics *metrics.Metrics
-	pub     *bridge.Publisher
-	recv    *bridge.Receiver
+	pub     *publisher.Publisher
+	recv    *ingest.Receiver
 }
 
 func startTrackReplica(t *testing.T, bb trackBackbone, brokerURL, name string) *trackReplica {
@@ -161,7 +164,7 @@ func startTrackReplicaWith(t *testing.T, bb trackBackbone, brokerURL, name strin
 	log := trackLogger(t).With("replica", name)
 	sink, store := bb.open(t, name)
 	m := metrics.New("test", "test")
-	tr := bridge.NewTracker(bridge.TrackerConfig{Grace: time.Hour}, log, m)
+	tr := tracker.New(tracker.Config{Grace: time.Hour}, log, m)
 	tr.Attach(store)
 	t.Cleanup(func() {
 		if err := tr.Close(context.Background()); err != nil {
@@ -170,13 +173,13 @@ func startTrackReplicaWith(t *testing.T, bb trackBackbone, brokerURL, name strin
 	})
 	cfg := cmdTestMQTTConfig(brokerURL, name, "")
 	cfg.Workers = 2
-	pub := bridge.NewPublisher(cfg, bridge.CommandLimits{}, log)
+	pub := publisher.New(cfg, bridge.CommandLimits{}, log)
 	pub.Observe(tr)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pub.Stop(context.Background()) })
-	recv := bridge.NewReceiver(cfg, tr.WrapSink(sink), log)
+	recv := ingest.NewReceiver(cfg, tr.WrapSink(sink), log)
 	if err := recv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -624,10 +627,10 @@ func TestCommandStatusAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := bridge.NewTracker(bridge.TrackerConfig{Grace: time.Hour}, log, nil)
+	tr := tracker.New(tracker.Config{Grace: time.Hour}, log, nil)
 	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	cfg := cmdTestMQTTConfig("tcp://127.0.0.1:1", "auth-test", "")
-	h := api.NewHandler(api.Deps{Log: log, Commands: bridge.NewPublisher(cfg, bridge.CommandLimits{}, log), Statuses: tr, Auth: auth})
+	h := api.NewHandler(api.Deps{Log: log, Commands: publisher.New(cfg, bridge.CommandLimits{}, log), Statuses: tr, Auth: auth})
 	for _, tt := range []struct {
 		name, path, token string
 		want              int

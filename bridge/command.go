@@ -3,7 +3,6 @@ package bridge
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -13,51 +12,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 )
-
-// ErrMalformed means a command body is not a single JSON object: it is empty,
-// not valid JSON or not UTF-8, another JSON value (array, string, number,
-// null), or has data after the object. Over HTTP it is a 400; from a stream
-// the message is dead-lettered. It is never ErrInvalidCommand.
-var ErrMalformed = errors.New("not a JSON object")
-
-// ErrInvalidCommand means a command is a JSON object but a field is missing,
-// has the wrong JSON type or a bad value. Every such error is a *FieldError
-// naming the field. Over HTTP it is a 422; from a stream the message is
-// dead-lettered.
-var ErrInvalidCommand = errors.New("invalid command")
-
-// ErrExpired means a command's TTL has run out: issued_at + ttl_sec is not
-// after now. It is kept apart from ErrInvalidCommand because the command was
-// well formed when issued and only arrived (or waited) too long: callers map
-// it to a 422 over HTTP and to the dead-letter reason "expired", and a
-// publisher that retries a stream command stops retrying once it sees it.
-var ErrExpired = errors.New("command expired")
-
-// ErrInvalidTarget means a NATS subject or Kafka key is not a command
-// target: it does not have the shape of a node or broadcast command subject
-// or key, or one of its IDs is invalid (such errors wrap ErrInvalidID too).
-// A source dead-letters the message.
-var ErrInvalidTarget = errors.New("invalid command target")
-
-// FieldError reports the first field of a command that is missing or
-// invalid. It wraps ErrInvalidCommand, so errors.Is(err, ErrInvalidCommand)
-// holds; use errors.As to get the field, which the HTTP layer returns as
-// {"error": ..., "field": ...}.
-type FieldError struct {
-	// Field is the JSON name of the field, e.g. "ttl_sec".
-	Field string
-	// Reason says what is wrong in words a client can act on, e.g.
-	// "must be an integer between 1 and 86400".
-	Reason string
-}
-
-// Error returns "<field>: <reason>", e.g.
-// "ttl_sec: must be an integer between 1 and 86400".
-func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
-
-// Unwrap returns ErrInvalidCommand, so every FieldError matches it with
-// errors.Is.
-func (e *FieldError) Unwrap() error { return ErrInvalidCommand }
 
 // The defaults of CommandLimits; DefaultCommandLimits explains them.
 const (
@@ -121,8 +75,8 @@ func (l CommandLimits) Validate() error {
 	return nil
 }
 
-// withDefaults fills zero or negative fields with their defaults.
-func (l CommandLimits) withDefaults() CommandLimits {
+// WithDefaults fills zero or negative fields with their defaults.
+func (l CommandLimits) WithDefaults() CommandLimits {
 	if l.MaxTTL <= 0 {
 		l.MaxTTL = DefaultMaxTTL
 	}
@@ -234,7 +188,7 @@ var commandFieldNames = [cmdFieldCount]string{
 // limit the size of body: that is the caller's job (HTTP MaxBytesReader, the
 // backbone's message size). Its cost is linear in the size of body.
 func ParseCommand(body []byte, now time.Time, limits CommandLimits) (Command, error) {
-	limits = limits.withDefaults()
+	limits = limits.WithDefaults()
 	fields, err := commandFields(body)
 	if err != nil {
 		return Command{}, err

@@ -192,8 +192,8 @@ func TestLongCorrelationDataDeadLettered(t *testing.T) {
 			if got := m.DeadLetter != ""; got != tc.dead {
 				t.Fatalf("dead letter %q, want dead=%v", m.DeadLetter, tc.dead)
 			}
-			if tc.dead && (m.CorrelationData != nil || deadLetterReason(m) != ReasonInvalidProperty) {
-				t.Fatalf("correlation kept (%d bytes) or reason %s", len(m.CorrelationData), deadLetterReason(m))
+			if tc.dead && (m.CorrelationData != nil || m.DeadLetterReason() != ReasonInvalidProperty) {
+				t.Fatalf("correlation kept (%d bytes) or reason %s", len(m.CorrelationData), m.DeadLetterReason())
 			}
 			m.Headers(func(name, value string) {
 				if !printableHeaderValue(value) {

@@ -137,7 +137,7 @@ func (m *Message) DedupeID() string {
 	if ValidID(m.Org) && ValidID(m.Node) {
 		return m.Org + "/" + m.Node + "/" + m.MsgID
 	}
-	return headerSafe(m.Topic) + "/" + m.MsgID
+	return HeaderSafe(m.Topic) + "/" + m.MsgID
 }
 
 // NewMessage builds the message for an MQTT publish on topic. A topic with an
@@ -229,12 +229,12 @@ func (m *Message) HeaderCount() int {
 // except Nr-Topic, Nr-Org and Nr-Node of a dead letter, which are quoted when
 // not printable.
 func (m *Message) Headers(set func(name, value string)) {
-	set(HeaderTopic, headerSafe(m.Topic))
+	set(HeaderTopic, HeaderSafe(m.Topic))
 	if m.Org != "" {
-		set(HeaderOrg, headerSafe(m.Org))
+		set(HeaderOrg, HeaderSafe(m.Org))
 	}
 	if m.Node != "" {
-		set(HeaderNode, headerSafe(m.Node))
+		set(HeaderNode, HeaderSafe(m.Node))
 	}
 	set(HeaderKind, string(m.Kind))
 	set(HeaderReceivedAt, m.ReceivedAt.UTC().Format(time.RFC3339Nano))
@@ -253,13 +253,13 @@ func (m *Message) Headers(set func(name, value string)) {
 		set(p.Name, p.Value)
 	}
 	if m.DeadLetter != "" {
-		set(HeaderError, headerSafe(m.DeadLetter))
+		set(HeaderError, HeaderSafe(m.DeadLetter))
 	}
 }
 
-// headerSafe returns s when it is printable, else its Go-quoted form, so that
+// HeaderSafe returns s when it is printable, else its Go-quoted form, so that
 // what a node sent is still visible in a dead letter's headers.
-func headerSafe(s string) string {
+func HeaderSafe(s string) string {
 	if printableHeaderValue(s) {
 		return s
 	}

@@ -1,7 +1,6 @@
 package bridge
 
 import (
-	"errors"
 	"time"
 )
 
@@ -85,82 +84,6 @@ const (
 	SourceStream = "stream"
 )
 
-// Reasons for a dead letter or a refused command: the reason label of
-// nr_bridge_dead_letters_total and nr_bridge_commands_refused_total. The set
-// is fixed so the label cannot grow without bound; anything else is counted
-// as ReasonOther.
-const (
-	ReasonInvalidID        = "invalid_id"             // an org or node ID breaks the ID rule
-	ReasonInvalidTarget    = "invalid_target"         // a command subject or key without the target shape
-	ReasonInvalidProperty  = "invalid_property"       // an MQTT v5 property a header cannot carry
-	ReasonTooLarge         = "too_large"              // over the backbone's or the API's size limit
-	ReasonMalformed        = "malformed"              // a command body that is not a JSON object
-	ReasonInvalidCommand   = "invalid_command"        // a command field missing or invalid
-	ReasonExpired          = "expired"                // a command whose TTL ran out
-	ReasonOutOfScope       = "out_of_scope"           // a command, event or reply of an org other than ORG_ID
-	ReasonUnsupportedMedia = "unsupported_media_type" // an HTTP body that is not JSON
-	ReasonUnavailable      = "unavailable"            // broker not reachable or no PUBACK in time
-	ReasonRefused          = "refused"                // the broker refused it (PUBACK reason >= 0x80)
-	ReasonRejected         = "rejected"               // the backbone refused the write for good (not for its size)
-	ReasonPoison           = "poison"                 // kept failing while later messages on its connection were written
-	ReasonOther            = "other"
-)
-
-// Reasons is the fixed set of reason label values, in a stable order.
-var Reasons = []string{
-	ReasonInvalidID, ReasonInvalidTarget, ReasonInvalidProperty, ReasonTooLarge,
-	ReasonMalformed, ReasonInvalidCommand, ReasonExpired, ReasonOutOfScope,
-	ReasonUnsupportedMedia, ReasonUnavailable, ReasonRefused, ReasonRejected, ReasonPoison, ReasonOther,
-}
-
-// ReasonOf maps an error of the bridge to its reason label, ReasonOther for
-// an error it does not know, "" for nil.
-func ReasonOf(err error) string {
-	switch {
-	case err == nil:
-		return ""
-	case errors.Is(err, ErrInvalidID):
-		return ReasonInvalidID
-	case errors.Is(err, ErrInvalidTarget):
-		return ReasonInvalidTarget
-	case errors.Is(err, ErrMalformed):
-		return ReasonMalformed
-	case errors.Is(err, ErrExpired):
-		return ReasonExpired
-	case errors.Is(err, ErrInvalidCommand):
-		return ReasonInvalidCommand
-	case errors.Is(err, ErrOutOfScope):
-		return ReasonOutOfScope
-	case errors.Is(err, ErrTooLarge):
-		return ReasonTooLarge
-	case errors.Is(err, ErrRejected):
-		return ReasonRejected
-	case errors.Is(err, ErrPoison):
-		return ReasonPoison
-	}
-	var refused *RefusedError
-	if errors.As(err, &refused) {
-		return ReasonRefused
-	}
-	if errors.Is(err, ErrNotConnected) || errors.Is(err, ErrPublishTimeout) {
-		return ReasonUnavailable
-	}
-	return ReasonOther
-}
-
-// deadLetterReason is the reason label of a message marked for the
-// dead-letter subject at receipt (NewMessage): a bad ID in its topic, or a
-// property no header can carry.
-func deadLetterReason(m *Message) string {
-	if _, err := ParseNodeTopic(m.Topic); err != nil {
-		if errors.Is(err, ErrInvalidID) {
-			return ReasonInvalidID
-		}
-		return ReasonOther
-	}
-	return ReasonInvalidProperty
-}
-
 // NopMetrics counts nothing; it stands in for a nil Metrics or
 // CommandMetrics.
 type NopMetrics struct{}
@@ -204,7 +127,26 @@ func (NopMetrics) CommandPublished(string, time.Duration) {}
 // CommandRefused does nothing.
 func (NopMetrics) CommandRefused(string, string) {}
 
+// StatusMetrics receives what command tracking counts; internal/metrics
+// implements it. Methods must be safe for concurrent use and never block.
+type StatusMetrics interface {
+	// CommandCompleted counts a command that reached its first final
+	// status (one of FinalStatuses); a command counts once.
+	CommandCompleted(status string)
+	// CommandReplied records the time from a command's PUBACK to its
+	// first reply.
+	CommandReplied(latency time.Duration)
+}
+
+// CommandCompleted does nothing.
+func (NopMetrics) CommandCompleted(string) {}
+
+// CommandReplied does nothing.
+func (NopMetrics) CommandReplied(time.Duration) {}
+
+
 var (
+	_ StatusMetrics  = NopMetrics{}
 	_ Metrics        = NopMetrics{}
 	_ CommandMetrics = NopMetrics{}
 )

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 )
 
 // backbone is one streaming backbone as run uses it: the sink the workers
@@ -21,7 +22,7 @@ type backbone interface {
 	// StartCommands starts the commands source, which publishes every
 	// command of the backbone's commands stream (NR_COMMANDS, nr.commands)
 	// through pub. It blocks until the source is set up or ctx ends.
-	StartCommands(ctx context.Context, pub *bridge.Publisher) error
+	StartCommands(ctx context.Context, pub *publisher.Publisher) error
 	// StopCommands stops the commands source: no new commands, the ones in
 	// progress published and acked (or handed back when ctx ends). It is a
 	// no-op when the source was not started.

@@ -7,6 +7,7 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
 )
@@ -44,7 +45,7 @@ func (b *kafkaBackbone) Sink() bridge.Sink { return b.sink }
 func (b *kafkaBackbone) Ready() error { return b.sink.Ready() }
 
 // StartCommands joins consumer group KAFKA_GROUP on KAFKA_COMMANDS_TOPIC.
-func (b *kafkaBackbone) StartCommands(ctx context.Context, pub *bridge.Publisher) error {
+func (b *kafkaBackbone) StartCommands(ctx context.Context, pub *publisher.Publisher) error {
 	src, err := kafkasource.New(b.cfg.Kafka, b.cfg.KafkaCommands, pub, pub.Limits(), b.log)
 	if err != nil {
 		return err

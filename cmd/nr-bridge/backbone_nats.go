@@ -10,6 +10,7 @@ import (
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 	cmdnatsjs "github.com/nr-bridge/nr-bridge/sources/natsjs"
 )
@@ -57,7 +58,7 @@ func (b *natsBackbone) Sink() bridge.Sink { return b.sink }
 func (b *natsBackbone) Ready() error { return b.sink.Ready() }
 
 // StartCommands consumes NR_COMMANDS on the sink's connection.
-func (b *natsBackbone) StartCommands(ctx context.Context, pub *bridge.Publisher) error {
+func (b *natsBackbone) StartCommands(ctx context.Context, pub *publisher.Publisher) error {
 	src := cmdnatsjs.New(b.sink.JetStream(), b.cfg.NATSCommands, b.cfg.JetStream, pub, b.log)
 	if err := src.Start(ctx); err != nil {
 		return err

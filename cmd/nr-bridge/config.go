@@ -15,9 +15,11 @@ import (
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
+	"github.com/nr-bridge/nr-bridge/internal/tracker"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -32,7 +34,7 @@ type Config struct {
 	ShutdownTimeout time.Duration `env:"SHUTDOWN_TIMEOUT" envDefault:"10s" desc:"bound on finishing in-flight work at SIGTERM"`
 	PprofAddr       string        `env:"PPROF_ADDR" desc:"opt-in: serve net/http/pprof on this address (e.g. 127.0.0.1:6060), on its own listener without auth; unset = off"`
 
-	MQTT      bridge.MQTTConfig
+	MQTT      mqttconn.Config
 	HTTP      api.Config
 	NATS      natsconn.Config
 	JetStream natsjs.Config
@@ -45,7 +47,7 @@ type Config struct {
 	KafkaCommands kafkasource.Config
 
 	// Command tracking (README "Command tracking").
-	Tracking    bridge.TrackerConfig
+	Tracking    tracker.Config
 	NATSStatus  natsstatus.Config
 	KafkaStatus kafkastatus.Config
 }
@@ -57,7 +59,7 @@ func loadConfig(environ map[string]string) (*Config, error) {
 		return nil, explainEnvError(err)
 	}
 	if cfg.MQTT.ClientID == "" {
-		cfg.MQTT.ClientID = bridge.DefaultClientID()
+		cfg.MQTT.ClientID = mqttconn.DefaultClientID()
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

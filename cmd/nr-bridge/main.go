@@ -20,8 +20,11 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
+	"github.com/nr-bridge/nr-bridge/internal/tracker"
 )
 
 // buildVersion is stamped at build time with -ldflags "-X main.buildVersion=...".
@@ -119,7 +122,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	// The readiness checks run on HTTP goroutines while run still starts
 	// the parts they look at.
 	var backbonePtr atomic.Pointer[backbone]
-	var receiverPtr atomic.Pointer[bridge.Receiver]
+	var receiverPtr atomic.Pointer[ingest.Receiver]
 	backboneReady := func() error {
 		if b := backbonePtr.Load(); b != nil {
 			return (*b).Ready()
@@ -134,10 +137,10 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	// The command routes need the publisher, so it connects first; it
 	// reconnects on its own and refuses commands (503) until it is up.
-	pub := bridge.NewPublisher(&cfg.MQTT, cfg.CommandLimits, log)
+	pub := publisher.New(&cfg.MQTT, cfg.CommandLimits, log)
 	// Command tracking records into the backbone's status store once it
 	// is open (Attach below); until then commands go out untracked.
-	tracker := bridge.NewTracker(cfg.Tracking, log, m)
+	tracker := tracker.New(cfg.Tracking, log, m)
 	pub.Observe(tracker)
 	pub.SetMetrics(m)
 	if err := pub.Start(ctx); err != nil {
@@ -181,7 +184,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		s.SetMetrics(m)
 	}
 	tracker.Attach(bb.StatusStore())
-	receiver := bridge.NewReceiver(&cfg.MQTT, tracker.WrapSink(bb.Sink()), log, bridge.WithMetrics(m))
+	receiver := ingest.NewReceiver(&cfg.MQTT, tracker.WrapSink(bb.Sink()), log, ingest.WithMetrics(m))
 	if err := receiver.Start(ctx); err != nil {
 		return errors.Join(err, stopHTTP(cfg, srv, httpDone), stopPublisher(), bb.Close(ctx))
 	}
@@ -211,7 +214,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 // says so itself (a worker: how many messages it left un-acked for
 // redelivery), and the later stages still get theirs.
 func shutdown(cfg *Config, log *slog.Logger, srv *api.Server, httpDone chan error, bb backbone,
-	receiver *bridge.Receiver, pub *bridge.Publisher, tracker *bridge.Tracker) error {
+	receiver *ingest.Receiver, pub *publisher.Publisher, tracker *tracker.Tracker) error {
 	plan := newShutdownPlan(cfg.ShutdownTimeout)
 	hctx, hcancel := plan.stage(shareHTTP, 100-shareHTTP)
 	defer hcancel()

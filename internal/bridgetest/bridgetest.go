@@ -17,8 +17,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
@@ -27,8 +28,8 @@ import (
 // keep tests fast: one worker, reconnects from 50 ms to 500 ms, 100
 // messages in flight, acks every 5 ms. Tests change the fields they care
 // about.
-func MQTTConfig(brokerURL, clientID string) *bridge.MQTTConfig {
-	return &bridge.MQTTConfig{
+func MQTTConfig(brokerURL, clientID string) *mqttconn.Config {
+	return &mqttconn.Config{
 		URL:            brokerURL,
 		ClientID:       clientID,
 		ShareGroup:     "nr-listeners",
@@ -108,7 +109,7 @@ func NATSSinkConfig() natsjs.Config {
 // scfg and starts a receiver for cfg writing to it. It does not wait for
 // the workers; a cleanup stops the receiver, closes the sink and the
 // connection, in that order.
-func StartJetStreamBridge(t testing.TB, cfg *bridge.MQTTConfig, natsURL string, scfg natsjs.Config, log *slog.Logger, opts ...bridge.WorkerOption) (*bridge.Receiver, *natsjs.Sink) {
+func StartJetStreamBridge(t testing.TB, cfg *mqttconn.Config, natsURL string, scfg natsjs.Config, log *slog.Logger, opts ...ingest.WorkerOption) (*ingest.Receiver, *natsjs.Sink) {
 	t.Helper()
 	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "test-"+cfg.ClientID, log)
 	if err != nil {
@@ -121,7 +122,7 @@ func StartJetStreamBridge(t testing.TB, cfg *bridge.MQTTConfig, natsURL string, 
 		nc.Close()
 		t.Fatal(err)
 	}
-	r := bridge.NewReceiver(cfg, sink, log, opts...)
+	r := ingest.NewReceiver(cfg, sink, log, opts...)
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

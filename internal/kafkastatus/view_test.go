@@ -15,6 +15,7 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
+	"github.com/nr-bridge/nr-bridge/internal/tracker"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 )
 
@@ -129,7 +130,7 @@ func TestViewKeepsNewestPerOrgAcrossRestart(t *testing.T) {
 	}
 	defer sink.Close(context.Background())
 	m := &repliedMetrics{replied: make(chan struct{}, 100)}
-	tr := bridge.NewTracker(bridge.TrackerConfig{Grace: time.Hour}, log, m)
+	tr := tracker.New(tracker.Config{Grace: time.Hour}, log, m)
 	defer tr.Close(context.Background())
 	tr.Attach(restarted)
 	w := tr.WrapSink(sink)

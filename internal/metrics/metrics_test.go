@@ -19,7 +19,10 @@ import (
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 )
@@ -99,7 +102,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	cfg.Workers, cfg.MaxInflight, cfg.ReconnectMax = 2, 500, time.Second
 	scfg := bridgetest.NATSSinkConfig()
 	scfg.AckTimeout = time.Second
-	r, sink := bridgetest.StartJetStreamBridge(t, cfg, ns.URL(), scfg, log, bridge.WithMetrics(m))
+	r, sink := bridgetest.StartJetStreamBridge(t, cfg, ns.URL(), scfg, log, ingest.WithMetrics(m))
 	m.SetBackboneCheck(sink.Ready)
 	h := api.NewHandler(api.Deps{
 		Log:     log,
@@ -309,13 +312,13 @@ func TestReasonOf(t *testing.T) {
 func TestCommandMetrics(t *testing.T) {
 	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	m := metrics.New("nats", "test")
-	cfg := &bridge.MQTTConfig{
+	cfg := &mqttconn.Config{
 		URL: mq.URL(), ClientID: "cm", ShareGroup: "g", Workers: 1, KeepAlive: 30 * time.Second,
 		ConnectTimeout: 5 * time.Second, ReconnectMin: 100 * time.Millisecond, ReconnectMax: time.Second,
 		MaxInflight: 10, AckInterval: 10 * time.Millisecond, PublishTimeout: 5 * time.Second, OrgID: "acme",
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	pub := bridge.NewPublisher(cfg, bridge.DefaultCommandLimits(), log)
+	pub := publisher.New(cfg, bridge.DefaultCommandLimits(), log)
 	pub.SetMetrics(m)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)

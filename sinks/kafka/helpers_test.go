@@ -11,7 +11,9 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 )
@@ -24,7 +26,7 @@ func kafkaConfig(t *testing.T, k *testserver.Kafka, extra map[string]string) kaf
 	return bridgetest.KafkaConfig(t, k.Brokers(), extra)
 }
 
-func mqttConfig(brokerURL, clientID string, workers int) *bridge.MQTTConfig {
+func mqttConfig(brokerURL, clientID string, workers int) *mqttconn.Config {
 	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
 	cfg.Workers, cfg.MaxInflight = workers, 500
 	return cfg
@@ -51,9 +53,9 @@ func startSink(t *testing.T, conn kafkaconn.Config, window int) *kafkasink.Sink 
 }
 
 // startReceiver runs the MQTT workers writing to sink, stopped at cleanup.
-func startReceiver(t *testing.T, cfg *bridge.MQTTConfig, sink bridge.Sink) *bridge.Receiver {
+func startReceiver(t *testing.T, cfg *mqttconn.Config, sink bridge.Sink) *ingest.Receiver {
 	t.Helper()
-	r := bridge.NewReceiver(cfg, sink, testLogger())
+	r := ingest.NewReceiver(cfg, sink, testLogger())
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
 )
@@ -45,13 +47,13 @@ func newAdmin(t *testing.T, k *testserver.Kafka) *kadm.Client {
 	return kadm.NewClient(cl)
 }
 
-func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
+func mqttConfig(brokerURL, clientID string) *mqttconn.Config {
 	return bridgetest.MQTTConfig(brokerURL, clientID)
 }
 
 // startPublisher starts the bridge's publisher on brokerURL, stopped at
 // cleanup. It does not wait for the connection.
-func startPublisher(t *testing.T, brokerURL string) *bridge.Publisher {
+func startPublisher(t *testing.T, brokerURL string) *publisher.Publisher {
 	t.Helper()
 	return startNamedPublisher(t, brokerURL, "bridge")
 }
@@ -59,9 +61,9 @@ func startPublisher(t *testing.T, brokerURL string) *bridge.Publisher {
 // startNamedPublisher is startPublisher with MQTT client ID clientID, which
 // also names the source's group member (its instance ID): every source
 // of a group needs its own.
-func startNamedPublisher(t *testing.T, brokerURL, clientID string) *bridge.Publisher {
+func startNamedPublisher(t *testing.T, brokerURL, clientID string) *publisher.Publisher {
 	t.Helper()
-	pub := bridge.NewPublisher(mqttConfig(brokerURL, clientID), bridge.DefaultCommandLimits(), testLogger())
+	pub := publisher.New(mqttConfig(brokerURL, clientID), bridge.DefaultCommandLimits(), testLogger())
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

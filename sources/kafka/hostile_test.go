@@ -15,6 +15,7 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -23,7 +24,7 @@ import (
 // reasonPublisher is the real publisher that also records the reason label
 // of every dead letter the source reports.
 type reasonPublisher struct {
-	*bridge.Publisher
+	*publisher.Publisher
 	mu      sync.Mutex
 	reasons []string
 }

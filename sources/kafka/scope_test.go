@@ -10,17 +10,18 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 )
 
 // startScopedPublisher starts a publisher scoped to orgID (ORG_ID), stopped
 // at cleanup, and waits for its connection.
-func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) *bridge.Publisher {
+func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) *publisher.Publisher {
 	t.Helper()
 	cfg := mqttConfig(brokerURL, clientID)
 	cfg.OrgID = orgID
-	pub := bridge.NewPublisher(cfg, bridge.DefaultCommandLimits(), testLogger())
+	pub := publisher.New(cfg, bridge.DefaultCommandLimits(), testLogger())
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -116,4 +117,4 @@ func TestScopedGroupStartsFromSharedOffsets(t *testing.T) {
 	}
 }
 
-var _ interface{ OrgID() string } = (*bridge.Publisher)(nil)
+var _ interface{ OrgID() string } = (*publisher.Publisher)(nil)

@@ -19,7 +19,7 @@ import (
 )
 
 // Publisher publishes one command to MQTT and returns once the broker
-// acknowledged it; *bridge.Publisher implements it. The source decides
+// acknowledged it; *publisher.Publisher implements it. The source decides
 // between retrying and dead-lettering with bridge.Retryable.
 type Publisher interface {
 	Publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error)
@@ -81,13 +81,13 @@ type Source struct {
 }
 
 // scoped is what the source asks of its publisher to learn the bridge's
-// scope (ORG_ID); *bridge.Publisher has it.
+// scope (ORG_ID); *publisher.Publisher has it.
 type scoped interface{ OrgID() string }
 
 // identified is what the source asks of its publisher for a name that is
 // stable per replica and unique across replicas: its MQTT client ID
 // (<MQTT_CLIENT_ID>-pub), which becomes the group instance ID (static
-// membership, see New); *bridge.Publisher has it.
+// membership, see New); *publisher.Publisher has it.
 type identified interface{ ClientID() string }
 
 // New returns a source reading conn.CommandsTopic as a member of the

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -240,11 +241,11 @@ func TestRetryUntilBrokerUpOrTTLRunsOut(t *testing.T) {
 	}
 }
 
-var _ kafkasource.Publisher = (*bridge.Publisher)(nil)
+var _ kafkasource.Publisher = (*publisher.Publisher)(nil)
 
 // slowPublisher is the real publisher with a delay before each publish.
 type slowPublisher struct {
-	*bridge.Publisher
+	*publisher.Publisher
 	delay time.Duration
 }
 

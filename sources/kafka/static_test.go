@@ -10,8 +10,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
@@ -56,7 +56,7 @@ func TestStaticMemberResumesAfterCrash(t *testing.T) {
 		}
 		return out
 	}
-	start := func(clientID string) (*kafkasource.Source, *bridge.Publisher) {
+	start := func(clientID string) (*kafkasource.Source, *publisher.Publisher) {
 		pub := startNamedPublisher(t, mq.URL(), clientID)
 		testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
 		return startSource(t, cfg, pub, 20), pub

@@ -13,7 +13,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
@@ -23,7 +25,7 @@ import (
 // reasonPublisher is the real publisher that also records the reason label
 // of every dead letter the source reports.
 type reasonPublisher struct {
-	*bridge.Publisher
+	*publisher.Publisher
 	mu      sync.Mutex
 	reasons []string
 }
@@ -43,7 +45,7 @@ func (p *reasonPublisher) deadLettered() []string {
 
 // startReasonReplica is startReplica with a reasonPublisher, returning the
 // sink too so that tests can change NR_DLQ after it set it up.
-func startReasonReplica(t *testing.T, natsURL string, mqtt *bridge.MQTTConfig) *reasonPublisher {
+func startReasonReplica(t *testing.T, natsURL string, mqtt *mqttconn.Config) *reasonPublisher {
 	t.Helper()
 	log := testLogger(t).With("replica", mqtt.ClientID)
 	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "test "+mqtt.ClientID, log)
@@ -57,7 +59,7 @@ func startReasonReplica(t *testing.T, natsURL string, mqtt *bridge.MQTTConfig) *
 		nc.Close()
 		t.Fatal(err)
 	}
-	pub := &reasonPublisher{Publisher: bridge.NewPublisher(mqtt, bridge.CommandLimits{}, log)}
+	pub := &reasonPublisher{Publisher: publisher.New(mqtt, bridge.CommandLimits{}, log)}
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

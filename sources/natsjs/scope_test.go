@@ -11,6 +11,7 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
@@ -35,7 +36,7 @@ func startScopedReplica(t *testing.T, natsURL, brokerURL, clientID, orgID, consu
 		nc.Close()
 		t.Fatal(err)
 	}
-	pub := &countingPublisher{Publisher: bridge.NewPublisher(mqtt, bridge.CommandLimits{}, log)}
+	pub := &countingPublisher{Publisher: publisher.New(mqtt, bridge.CommandLimits{}, log)}
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ import (
 const ackTimeout = 5 * time.Second
 
 // Publisher is what the source calls: the bridge's single validating
-// publisher (*bridge.Publisher).
+// publisher (*publisher.Publisher).
 type Publisher interface {
 	// Limits are the command limits bodies are parsed with.
 	Limits() bridge.CommandLimits

@@ -20,7 +20,9 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
@@ -42,7 +44,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
+func mqttConfig(brokerURL, clientID string) *mqttconn.Config {
 	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
 	cfg.AckInterval = 10 * time.Millisecond
 	return cfg
@@ -77,7 +79,7 @@ func sourceConfig() natsjs.Config {
 
 // countingPublisher counts the commands a replica published.
 type countingPublisher struct {
-	*bridge.Publisher
+	*publisher.Publisher
 	published atomic.Int64
 }
 
@@ -96,7 +98,7 @@ type replica struct {
 	src *natsjs.Source
 }
 
-func startReplica(t *testing.T, natsURL string, mqtt *bridge.MQTTConfig) *replica {
+func startReplica(t *testing.T, natsURL string, mqtt *mqttconn.Config) *replica {
 	t.Helper()
 	log := testLogger(t).With("replica", mqtt.ClientID)
 	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "test "+mqtt.ClientID, log)
@@ -110,7 +112,7 @@ func startReplica(t *testing.T, natsURL string, mqtt *bridge.MQTTConfig) *replic
 		nc.Close()
 		t.Fatal(err)
 	}
-	pub := &countingPublisher{Publisher: bridge.NewPublisher(mqtt, bridge.CommandLimits{}, log)}
+	pub := &countingPublisher{Publisher: publisher.New(mqtt, bridge.CommandLimits{}, log)}
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package bridge_test
+package ingest_test
 
 import (
 	"context"
@@ -10,9 +10,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
@@ -29,7 +30,7 @@ const (
 	goodEvents      = 3 * hostileWorkers * hostileInflight // 300
 )
 
-func hostileConfig(brokerURL, clientID string) *bridge.MQTTConfig {
+func hostileConfig(brokerURL, clientID string) *mqttconn.Config {
 	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
 	cfg.Workers, cfg.MaxInflight = hostileWorkers, hostileInflight
 	return cfg
@@ -37,10 +38,10 @@ func hostileConfig(brokerURL, clientID string) *bridge.MQTTConfig {
 
 // startMeteredBridge runs a JetStream bridge reporting to a fresh metrics
 // registry, and waits for its workers.
-func startMeteredBridge(t *testing.T, cfg *bridge.MQTTConfig, natsURL string, scfg natsjs.Config) (*bridge.Receiver, *metrics.Metrics) {
+func startMeteredBridge(t *testing.T, cfg *mqttconn.Config, natsURL string, scfg natsjs.Config) (*ingest.Receiver, *metrics.Metrics) {
 	t.Helper()
 	m := metrics.New(metrics.BackboneNATS, "test")
-	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, scfg, testLogger(), bridge.WithMetrics(m))
+	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, scfg, testLogger(), ingest.WithMetrics(m))
 	testserver.WaitFor(t, 10*time.Second, "workers ready", func() bool { return r.Ready() == nil })
 	return r, m
 }

@@ -1,4 +1,4 @@
-package bridge
+package publisher
 
 import (
 	"os/exec"
@@ -29,7 +29,7 @@ func TestMQTTURLCredentials(t *testing.T) {
 	// prints in its errors has none.
 	t.Run("sent in CONNECT", func(t *testing.T) {
 		broker := startBrokerWithPassword(t, "bridge", "right-pw")
-		cc, err := pubConfig("tcp://bridge:wrong-pw@"+broker.Addr(), "x").clientConfig("x", 1, pubLogger(t))
+		cc, err := pubConfig("tcp://bridge:wrong-pw@"+broker.Addr(), "x").ClientConfig("x", 1, pubLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}

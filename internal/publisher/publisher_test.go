@@ -1,4 +1,4 @@
-package bridge
+package publisher
 
 import (
 	"bytes"
@@ -17,6 +17,8 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"go.uber.org/goleak"
 
+	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 )
@@ -25,8 +27,8 @@ import (
 // remaining TTL of a command issued at pubNow is a whole number of seconds.
 var pubNow = time.Unix(time.Now().Unix(), 0)
 
-func pubConfig(brokerURL, clientID string) *MQTTConfig {
-	return &MQTTConfig{
+func pubConfig(brokerURL, clientID string) *mqttconn.Config {
+	return &mqttconn.Config{
 		URL:            brokerURL,
 		ClientID:       clientID,
 		ShareGroup:     "nr-listeners",
@@ -57,9 +59,9 @@ func (w pubTestWriter) Write(p []byte) (int, error) {
 
 // startPublisher starts a publisher with the clock at pubNow and waits for
 // its connection.
-func startPublisher(t *testing.T, cfg *MQTTConfig) *Publisher {
+func startPublisher(t *testing.T, cfg *mqttconn.Config) *Publisher {
 	t.Helper()
-	p := NewPublisher(cfg, CommandLimits{}, pubLogger(t))
+	p := New(cfg, bridge.CommandLimits{}, pubLogger(t))
 	p.now = func() time.Time { return pubNow }
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)
@@ -69,10 +71,10 @@ func startPublisher(t *testing.T, cfg *MQTTConfig) *Publisher {
 	return p
 }
 
-func pubCommand(t *testing.T, corr string, issuedAt int64, ttl int) Command {
+func pubCommand(t *testing.T, corr string, issuedAt int64, ttl int) bridge.Command {
 	t.Helper()
 	body := fmt.Sprintf(`{"type":"reboot","version":1,"correlation_id":%q,"issued_at":%d,"ttl_sec":%d,"payload":{"delay":5},"extra":[1, 2]}`, corr, issuedAt, ttl)
-	c, err := ParseCommand([]byte(body), time.Unix(issuedAt, 0), CommandLimits{})
+	c, err := bridge.ParseCommand([]byte(body), time.Unix(issuedAt, 0), bridge.CommandLimits{})
 	if err != nil {
 		t.Fatalf("ParseCommand: %v", err)
 	}
@@ -99,20 +101,20 @@ func TestPublisherPublishesNodeAndBroadcast(t *testing.T) {
 	}
 
 	node := pubCommand(t, "c-node", pubNow.Unix(), 60)
-	res, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, node, SourceHTTP)
+	res, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, node, bridge.SourceHTTP)
 	if err != nil {
 		t.Fatalf("Publish node: %v", err)
 	}
-	if want := (PublishResult{Topic: "org/o1/node/n1/cmd", ReasonCode: 0}); res != want {
+	if want := (bridge.PublishResult{Topic: "org/o1/node/n1/cmd", ReasonCode: 0}); res != want {
 		t.Fatalf("Publish node = %+v, want %+v", res, want)
 	}
 	// 30 s of the TTL are gone by the publisher's clock.
 	bcast := pubCommand(t, "c-bcast", pubNow.Unix()-30, 60)
-	res, err = p.Publish(context.Background(), Target{Org: "o1"}, bcast, SourceStream)
+	res, err = p.Publish(context.Background(), bridge.Target{Org: "o1"}, bcast, bridge.SourceStream)
 	if err != nil {
 		t.Fatalf("Publish broadcast: %v", err)
 	}
-	if want := (PublishResult{Topic: "org/o1/broadcast/cmd"}); res != want {
+	if want := (bridge.PublishResult{Topic: "org/o1/broadcast/cmd"}); res != want {
 		t.Fatalf("Publish broadcast = %+v, want %+v", res, want)
 	}
 
@@ -151,11 +153,11 @@ func TestPublisherPublishesNodeAndBroadcast(t *testing.T) {
 func TestPublisherNoSubscribers(t *testing.T) {
 	broker := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	p := startPublisher(t, pubConfig(broker.URL(), "bridge-nosub"))
-	res, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, pubCommand(t, "c-1", pubNow.Unix(), 60), SourceHTTP)
+	res, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, pubCommand(t, "c-1", pubNow.Unix(), 60), bridge.SourceHTTP)
 	if err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	if want := (PublishResult{Topic: "org/o1/node/n1/cmd", ReasonCode: ReasonNoMatchingSubscribers}); res != want {
+	if want := (bridge.PublishResult{Topic: "org/o1/node/n1/cmd", ReasonCode: bridge.ReasonNoMatchingSubscribers}); res != want {
 		t.Fatalf("Publish = %+v, want %+v", res, want)
 	}
 }
@@ -170,28 +172,28 @@ func TestPublisherRefusesBeforePublishing(t *testing.T) {
 
 	tests := []struct {
 		name    string
-		target  Target
-		cmd     Command
+		target  bridge.Target
+		cmd     bridge.Command
 		wantErr []error
 		wantMsg string
 	}{
-		{"wildcard org", Target{Org: "o+", Node: "n1"}, valid, []error{ErrInvalidID, ErrInvalidTarget},
+		{"wildcard org", bridge.Target{Org: "o+", Node: "n1"}, valid, []error{bridge.ErrInvalidID, bridge.ErrInvalidTarget},
 			`publish command: org id "o+": must be 1 to 64 characters of A-Z a-z 0-9 _ -: invalid id`},
-		{"hash node", Target{Org: "o1", Node: "#"}, valid, []error{ErrInvalidID},
+		{"hash node", bridge.Target{Org: "o1", Node: "#"}, valid, []error{bridge.ErrInvalidID},
 			`publish command: node id "#": must be 1 to 64 characters of A-Z a-z 0-9 _ -: invalid id`},
-		{"slash node", Target{Org: "o1", Node: "a/b"}, valid, []error{ErrInvalidID}, ""},
-		{"NUL org", Target{Org: "o\x00", Node: "n1"}, valid, []error{ErrInvalidID}, ""},
-		{"empty org", Target{}, valid, []error{ErrInvalidID}, ""},
-		{"other org", Target{Org: "o2", Node: "n1"}, valid, []error{ErrOutOfScope},
+		{"slash node", bridge.Target{Org: "o1", Node: "a/b"}, valid, []error{bridge.ErrInvalidID}, ""},
+		{"NUL org", bridge.Target{Org: "o\x00", Node: "n1"}, valid, []error{bridge.ErrInvalidID}, ""},
+		{"empty org", bridge.Target{}, valid, []error{bridge.ErrInvalidID}, ""},
+		{"other org", bridge.Target{Org: "o2", Node: "n1"}, valid, []error{bridge.ErrOutOfScope},
 			`publish org/o2/node/n1/cmd: org "o2": command outside the bridge's ORG_ID "o1"`},
-		{"expired", Target{Org: "o1", Node: "n1"}, pubCommand(t, "c-old", pubNow.Unix()-60, 60), []error{ErrExpired},
+		{"expired", bridge.Target{Org: "o1", Node: "n1"}, pubCommand(t, "c-old", pubNow.Unix()-60, 60), []error{bridge.ErrExpired},
 			"publish org/o1/node/n1/cmd: command expired at " + pubNow.UTC().Format(time.RFC3339) + ", 0s ago"},
-		{"not parsed", Target{Org: "o1", Node: "n1"}, Command{Type: "x", CorrelationID: "c", IssuedAt: pubNow.Unix(), TTLSec: 60}, nil,
+		{"not parsed", bridge.Target{Org: "o1", Node: "n1"}, bridge.Command{Type: "x", CorrelationID: "c", IssuedAt: pubNow.Unix(), TTLSec: 60}, nil,
 			"publish org/o1/node/n1/cmd: command not built by ParseCommand"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := p.Publish(context.Background(), tt.target, tt.cmd, SourceHTTP)
+			_, err := p.Publish(context.Background(), tt.target, tt.cmd, bridge.SourceHTTP)
 			if err == nil {
 				t.Fatal("Publish succeeded, want an error")
 			}
@@ -203,14 +205,14 @@ func TestPublisherRefusesBeforePublishing(t *testing.T) {
 			if tt.wantMsg != "" && err.Error() != tt.wantMsg {
 				t.Errorf("error = %q, want %q", err, tt.wantMsg)
 			}
-			if tt.wantErr != nil && Retryable(err) {
+			if tt.wantErr != nil && bridge.Retryable(err) {
 				t.Errorf("Retryable(%q) = true, want false", err)
 			}
 		})
 	}
 
 	// Nothing went out: the next valid command is the first message.
-	if _, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, valid, SourceHTTP); err != nil {
+	if _, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, valid, bridge.SourceHTTP); err != nil {
 		t.Fatalf("Publish sentinel: %v", err)
 	}
 	if got := waitReceived(t, sub, 1); len(got) != 1 || got[0] != "org/o1/node/n1/cmd" {
@@ -225,17 +227,17 @@ func TestPublisherBrokerDown(t *testing.T) {
 
 	broker.Stop()
 	testserver.WaitFor(t, 10*time.Second, "publisher sees the broker down", func() bool { return p.Ready() != nil })
-	_, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, cmd, SourceStream)
-	if !errors.Is(err, ErrNotConnected) || !errors.Is(err, autopaho.ConnectionDownError) {
+	_, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, cmd, bridge.SourceStream)
+	if !errors.Is(err, bridge.ErrNotConnected) || !errors.Is(err, autopaho.ConnectionDownError) {
 		t.Fatalf("Publish with the broker down: %v, want ErrNotConnected and autopaho.ConnectionDownError", err)
 	}
-	if !Retryable(err) {
+	if !bridge.Retryable(err) {
 		t.Fatalf("Retryable(%q) = false, want true", err)
 	}
 
 	broker.Restart()
 	testserver.WaitFor(t, 10*time.Second, "publisher reconnected", func() bool { return p.Ready() == nil })
-	if _, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, cmd, SourceStream); err != nil {
+	if _, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, cmd, bridge.SourceStream); err != nil {
 		t.Fatalf("Publish after restart: %v", err)
 	}
 }
@@ -251,19 +253,19 @@ func TestPublisherRefusedReasonCode(t *testing.T) {
 	p := startPublisher(t, pubConfig(broker.URL(), "bridge-acl"))
 	cmd := pubCommand(t, "c-1", pubNow.Unix(), 60)
 
-	_, err := p.Publish(context.Background(), Target{Org: "o1"}, cmd, SourceHTTP)
-	var refused *RefusedError
+	_, err := p.Publish(context.Background(), bridge.Target{Org: "o1"}, cmd, bridge.SourceHTTP)
+	var refused *bridge.RefusedError
 	if !errors.As(err, &refused) {
 		t.Fatalf("Publish broadcast: %v, want a *RefusedError", err)
 	}
-	if refused.ReasonCode != 0x87 || refused.Topic != "org/o1/broadcast/cmd" || refused.Temporary() || Retryable(err) {
-		t.Fatalf("refusal %+v (temporary %v, retryable %v), want 0x87 on org/o1/broadcast/cmd, permanent", refused, refused.Temporary(), Retryable(err))
+	if refused.ReasonCode != 0x87 || refused.Topic != "org/o1/broadcast/cmd" || refused.Temporary() || bridge.Retryable(err) {
+		t.Fatalf("refusal %+v (temporary %v, retryable %v), want 0x87 on org/o1/broadcast/cmd, permanent", refused, refused.Temporary(), bridge.Retryable(err))
 	}
 	if want := "broker refused org/o1/broadcast/cmd: reason code 0x87 (not authorized)"; err.Error() != want {
 		t.Fatalf("error = %q, want %q", err, want)
 	}
 	// The connection survives a refusal.
-	if _, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, cmd, SourceHTTP); err != nil {
+	if _, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, cmd, bridge.SourceHTTP); err != nil {
 		t.Fatalf("Publish node command after the refusal: %v", err)
 	}
 }
@@ -276,8 +278,8 @@ func TestPublisherTimeout(t *testing.T) {
 	p := startPublisher(t, cfg)
 
 	proxy.freeze()
-	_, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, pubCommand(t, "c-1", pubNow.Unix(), 60), SourceStream)
-	if !errors.Is(err, ErrPublishTimeout) || !Retryable(err) {
+	_, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, pubCommand(t, "c-1", pubNow.Unix(), 60), bridge.SourceStream)
+	if !errors.Is(err, bridge.ErrPublishTimeout) || !bridge.Retryable(err) {
 		t.Fatalf("Publish through a frozen link: %v, want ErrPublishTimeout (retryable)", err)
 	}
 	if want := "publish org/o1/node/n1/cmd: no PUBACK from the broker in time (300ms)"; err.Error() != want {
@@ -287,8 +289,8 @@ func TestPublisherTimeout(t *testing.T) {
 	// A caller's own deadline is reported as such, not as a timeout.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err = p.Publish(ctx, Target{Org: "o1", Node: "n1"}, pubCommand(t, "c-2", pubNow.Unix(), 60), SourceStream)
-	if !errors.Is(err, context.Canceled) || errors.Is(err, ErrPublishTimeout) {
+	_, err = p.Publish(ctx, bridge.Target{Org: "o1", Node: "n1"}, pubCommand(t, "c-2", pubNow.Unix(), 60), bridge.SourceStream)
+	if !errors.Is(err, context.Canceled) || errors.Is(err, bridge.ErrPublishTimeout) {
 		t.Fatalf("Publish with a cancelled ctx: %v, want context.Canceled", err)
 	}
 }
@@ -296,13 +298,13 @@ func TestPublisherTimeout(t *testing.T) {
 func TestPublisherStop(t *testing.T) {
 	broker := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	leaks := goleak.IgnoreCurrent()
-	p := NewPublisher(pubConfig(broker.URL(), "bridge-stop"), CommandLimits{}, pubLogger(t))
+	p := New(pubConfig(broker.URL(), "bridge-stop"), bridge.CommandLimits{}, pubLogger(t))
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return p.Ready() == nil })
 	cmd := pubCommand(t, "c-1", time.Now().Unix(), 60)
-	if _, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, cmd, SourceHTTP); err != nil {
+	if _, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, cmd, bridge.SourceHTTP); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
 	if err := p.Stop(context.Background()); err != nil {
@@ -311,10 +313,10 @@ func TestPublisherStop(t *testing.T) {
 	if err := p.Stop(context.Background()); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
-	if _, err := p.Publish(context.Background(), Target{Org: "o1", Node: "n1"}, cmd, SourceHTTP); !errors.Is(err, ErrClosed) {
+	if _, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, cmd, bridge.SourceHTTP); !errors.Is(err, bridge.ErrClosed) {
 		t.Fatalf("Publish after Stop: %v, want ErrClosed", err)
 	}
-	if err := p.Ready(); !errors.Is(err, ErrClosed) {
+	if err := p.Ready(); !errors.Is(err, bridge.ErrClosed) {
 		t.Fatalf("Ready after Stop: %v, want ErrClosed", err)
 	}
 	goleak.VerifyNone(t, leaks)
@@ -344,21 +346,21 @@ func TestRetryable(t *testing.T) {
 		want bool
 	}{
 		{nil, false},
-		{fmt.Errorf("x: %w", ErrNotConnected), true},
-		{fmt.Errorf("x: %w", ErrPublishTimeout), true},
-		{fmt.Errorf("x: %w", ErrClosed), true},
+		{fmt.Errorf("x: %w", bridge.ErrNotConnected), true},
+		{fmt.Errorf("x: %w", bridge.ErrPublishTimeout), true},
+		{fmt.Errorf("x: %w", bridge.ErrClosed), true},
 		{errors.New("something unexpected"), true},
-		{&RefusedError{ReasonCode: 0x97}, true},
-		{&RefusedError{ReasonCode: 0x87}, false},
-		{&RefusedError{ReasonCode: 0x90}, false},
-		{fmt.Errorf("x: %w", ErrMalformed), false},
-		{&FieldError{Field: "ttl_sec", Reason: "bad"}, false},
-		{fmt.Errorf("x: %w", ErrExpired), false},
-		{fmt.Errorf("x: %w", ErrOutOfScope), false},
-		{fmt.Errorf("x: %w", ErrInvalidID), false},
-		{fmt.Errorf("x: %w", ErrInvalidTarget), false},
+		{&bridge.RefusedError{ReasonCode: 0x97}, true},
+		{&bridge.RefusedError{ReasonCode: 0x87}, false},
+		{&bridge.RefusedError{ReasonCode: 0x90}, false},
+		{fmt.Errorf("x: %w", bridge.ErrMalformed), false},
+		{&bridge.FieldError{Field: "ttl_sec", Reason: "bad"}, false},
+		{fmt.Errorf("x: %w", bridge.ErrExpired), false},
+		{fmt.Errorf("x: %w", bridge.ErrOutOfScope), false},
+		{fmt.Errorf("x: %w", bridge.ErrInvalidID), false},
+		{fmt.Errorf("x: %w", bridge.ErrInvalidTarget), false},
 	} {
-		if got := Retryable(tt.err); got != tt.want {
+		if got := bridge.Retryable(tt.err); got != tt.want {
 			t.Errorf("Retryable(%v) = %v, want %v", tt.err, got, tt.want)
 		}
 	}

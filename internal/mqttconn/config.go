@@ -1,4 +1,4 @@
-package bridge
+package mqttconn
 
 import (
 	crand "crypto/rand"
@@ -13,15 +13,16 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/backoff"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 	"github.com/nr-bridge/nr-bridge/internal/tlsfiles"
 )
 
-// MQTTConfig is the MQTT side of the bridge: the broker, the identity and the
+// Config is the MQTT side of the bridge: the broker, the identity and the
 // session every connection (workers and the command publisher) uses. Field
 // defaults are in the envDefault tags; DefaultClientID fills ClientID.
-type MQTTConfig struct {
+type Config struct {
 	URL      string `env:"MQTT_URL" envDefault:"tcp://localhost:1883" desc:"broker URL: tcp:// (or mqtt://) for plain TCP, ssl:// (or tls://, mqtts://) for TLS; user:password@ in it is sent in CONNECT like MQTT_USERNAME/MQTT_PASSWORD (not both)"`
 	ClientID string `env:"MQTT_CLIENT_ID" desc:"base client ID; workers use <id>-w<n>, the command publisher <id>-pub. Must be stable per replica and unique across replicas (default nr-control-<hostname>)"`
 	Username string `env:"MQTT_USERNAME" desc:"username for CONNECT"`
@@ -67,7 +68,7 @@ func DefaultClientID() string {
 }
 
 // Validate checks the fields against each other; errors name the variable.
-func (c *MQTTConfig) Validate() error {
+func (c *Config) Validate() error {
 	u, err := url.Parse(c.URL)
 	if err != nil || u.Host == "" {
 		return fmt.Errorf("MQTT_URL %q: want scheme://host:port, e.g. tcp://localhost:1883", redact.URLs(c.URL))
@@ -95,7 +96,7 @@ func (c *MQTTConfig) Validate() error {
 	if c.ShareGroup == "" || strings.ContainsAny(c.ShareGroup, "+#/") {
 		return fmt.Errorf("MQTT_SHARE_GROUP %q: must be non-empty without + # /", c.ShareGroup)
 	}
-	if c.OrgID != "" && !ValidID(c.OrgID) {
+	if c.OrgID != "" && !bridge.ValidID(c.OrgID) {
 		return fmt.Errorf("ORG_ID %q: want 1 to 64 characters of A-Z a-z 0-9 _ -", c.OrgID)
 	}
 	if c.Workers < 1 || c.Workers > 64 {
@@ -128,7 +129,7 @@ func (c *MQTTConfig) Validate() error {
 // TLSConfig loads the CA and client certificate files; nil for a plain TCP
 // URL. The server name is left empty so the TLS dialer takes it from the
 // URL's host and verifies the broker's certificate against it.
-func (c *MQTTConfig) TLSConfig() (*tls.Config, error) {
+func (c *Config) TLSConfig() (*tls.Config, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
 		return nil, fmt.Errorf("MQTT_URL %q: not a URL", redact.URLs(c.URL)) // url's error repeats the URL
@@ -141,9 +142,9 @@ func (c *MQTTConfig) TLSConfig() (*tls.Config, error) {
 	return tlsfiles.Client("MQTT", c.CAFile, c.CertFile, c.KeyFile)
 }
 
-// clientConfig is the autopaho configuration shared by the workers and the
+// ClientConfig is the autopaho configuration shared by the workers and the
 // publisher; the caller sets the handlers.
-func (c *MQTTConfig) clientConfig(clientID string, receiveMax uint16, log *slog.Logger) (autopaho.ClientConfig, error) {
+func (c *Config) ClientConfig(clientID string, receiveMax uint16, log *slog.Logger) (autopaho.ClientConfig, error) {
 	u, err := url.Parse(c.URL)
 	if err != nil {
 		return autopaho.ClientConfig{}, fmt.Errorf("MQTT_URL %q: not a URL", redact.URLs(c.URL)) // url's error repeats the URL

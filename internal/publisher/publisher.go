@@ -1,4 +1,4 @@
-package bridge
+package publisher
 
 import (
 	"context"
@@ -13,116 +13,13 @@ import (
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/eclipse/paho.golang/paho/session"
+	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
-// ErrOutOfScope means a command targets another org than ORG_ID. The bridge
-// is scoped to one organization and never publishes outside it: over HTTP it
-// is a 403, from a stream the message is dead-lettered.
-var ErrOutOfScope = errors.New("command outside the bridge's ORG_ID")
-
-// ErrPublishTimeout means the broker did not acknowledge a command (PUBACK)
-// within MQTT_PUBLISH_TIMEOUT. The outcome is unknown: the broker may still
-// deliver the command, so a retry can deliver it twice (agents dedupe on the
-// correlation data). Over HTTP it is a 503; a source retries.
-var ErrPublishTimeout = errors.New("no PUBACK from the broker in time")
-
 // ContentTypeJSON is the MQTT v5 content type of every published command.
 const ContentTypeJSON = "application/json"
-
-// Reason codes a PUBACK can carry that the bridge looks at.
-const (
-	// ReasonNoMatchingSubscribers (0x10) is a success: the broker accepted
-	// the command but no client is subscribed to its topic right now.
-	ReasonNoMatchingSubscribers byte = 0x10
-)
-
-// RefusedError is a PUBACK with a reason code >= 0x80: the broker refused
-// the command. Temporary says whether another attempt later may succeed.
-type RefusedError struct {
-	// Topic is the MQTT topic the command was published to.
-	Topic string
-	// ReasonCode is the PUBACK reason code, e.g. 0x87 (not authorized).
-	ReasonCode byte
-	// Reason is the broker's reason string, when it sent one.
-	Reason string
-}
-
-// Error says which topic was refused and why, e.g.
-// "broker refused org/o1/node/n1/cmd: reason code 0x87 (not authorized)".
-func (e *RefusedError) Error() string {
-	s := fmt.Sprintf("broker refused %s: reason code 0x%02x (%s)", e.Topic, e.ReasonCode, pubackReasonName(e.ReasonCode))
-	if e.Reason != "" {
-		s += ": " + e.Reason
-	}
-	return s
-}
-
-// Temporary reports whether the refusal may pass: 0x97 quota exceeded, 0x91
-// packet identifier in use, 0x80 unspecified error and 0x83 implementation
-// specific error (brokers use these two for internal trouble such as a full
-// store). 0x87 not authorized, 0x90 topic name invalid, 0x99 payload format
-// invalid and anything else are permanent for this command.
-func (e *RefusedError) Temporary() bool {
-	switch e.ReasonCode {
-	case 0x80, 0x83, 0x91, 0x97:
-		return true
-	}
-	return false
-}
-
-func pubackReasonName(rc byte) string {
-	switch rc {
-	case 0x80:
-		return "unspecified error"
-	case 0x83:
-		return "implementation specific error"
-	case 0x87:
-		return "not authorized"
-	case 0x90:
-		return "topic name invalid"
-	case 0x91:
-		return "packet identifier in use"
-	case 0x97:
-		return "quota exceeded"
-	case 0x99:
-		return "payload format invalid"
-	}
-	return "unknown"
-}
-
-// Retryable reports whether a command that failed with err (from
-// ParseCommand, ParseCommandSubject/Key or Publish) may succeed if tried
-// again later: false for a malformed or invalid command or target, an
-// expired command, one outside ORG_ID and a permanent broker refusal; true
-// for everything else (not connected, timeout, temporary refusal, shutdown
-// or an unexpected error), because a source must never drop a command it
-// could still deliver. Sources use it to choose between retrying (until the
-// TTL runs out) and dead-lettering.
-func Retryable(err error) bool {
-	if err == nil {
-		return false
-	}
-	var refused *RefusedError
-	if errors.As(err, &refused) {
-		return refused.Temporary()
-	}
-	for _, perm := range []error{ErrMalformed, ErrInvalidCommand, ErrExpired, ErrInvalidTarget, ErrInvalidID, ErrOutOfScope} {
-		if errors.Is(err, perm) {
-			return false
-		}
-	}
-	return true
-}
-
-// PublishResult is what the broker said about a published command.
-type PublishResult struct {
-	// Topic is the MQTT topic the command was published to.
-	Topic string
-	// ReasonCode is the PUBACK reason code: 0x00 success, or 0x10
-	// (ReasonNoMatchingSubscribers) when no client subscribes to the topic.
-	ReasonCode byte
-}
 
 // Publisher is the single validating publisher: the only code that
 // publishes commands to MQTT. It has its own connection, client ID
@@ -136,8 +33,8 @@ type PublishResult struct {
 // decides instead: a source retries with the TTL recomputed, an HTTP client
 // gets a 503.
 type Publisher struct {
-	cfg      *MQTTConfig
-	limits   CommandLimits
+	cfg      *mqttconn.Config
+	limits   bridge.CommandLimits
 	log      *slog.Logger
 	clientID string
 	now      func() time.Time
@@ -151,36 +48,36 @@ type Publisher struct {
 	abort       context.Context
 	abortCancel context.CancelFunc
 
-	observer PublishObserver  // command tracking; nil: none (see Observe)
-	metrics  PublisherMetrics // never nil (NopMetrics by default)
+	observer bridge.PublishObserver         // command tracking; nil: none (see Observe)
+	metrics  bridge.PublisherMetrics // never nil (NopMetrics by default)
 
 	mu       sync.Mutex
 	closed   bool
 	inflight sync.WaitGroup // Publish calls in progress
 }
 
-// NewPublisher returns a publisher for cfg's broker; Start connects it.
+// New returns a publisher for cfg's broker; Start connects it.
 // limits are the command limits the sources and the HTTP API parse with (see
 // Limits); zero fields take their defaults.
-func NewPublisher(cfg *MQTTConfig, limits CommandLimits, log *slog.Logger) *Publisher {
+func New(cfg *mqttconn.Config, limits bridge.CommandLimits, log *slog.Logger) *Publisher {
 	clientID := cfg.ClientID + "-pub"
 	abort, abortCancel := context.WithCancel(context.Background())
 	return &Publisher{
 		cfg:         cfg,
-		limits:      limits.withDefaults(),
+		limits:      limits.WithDefaults(),
 		log:         log.With("component", "publisher", "client_id", clientID),
 		clientID:    clientID,
 		now:         time.Now,
 		abort:       abort,
 		abortCancel: abortCancel,
-		metrics:     NopMetrics{},
+		metrics:     bridge.NopMetrics{},
 	}
 }
 
 // SetMetrics makes the publisher count its commands (published with their
 // latency, refused by reason) and its connection state in m. Call it before
 // Start.
-func (p *Publisher) SetMetrics(m PublisherMetrics) {
+func (p *Publisher) SetMetrics(m bridge.PublisherMetrics) {
 	if m != nil {
 		p.metrics = m
 	}
@@ -190,20 +87,20 @@ func (p *Publisher) SetMetrics(m PublisherMetrics) {
 // Publish (a body that does not parse, a bad subject or key). Publish counts
 // its own refusals.
 func (p *Publisher) Refused(source string, err error) {
-	p.metrics.CommandRefused(source, ReasonOf(err))
+	p.metrics.CommandRefused(source, bridge.ReasonOf(err))
 }
 
 // DeadLettered counts a command a source wrote to the dead-letter
 // subject or topic because of err.
 func (p *Publisher) DeadLettered(err error) {
-	p.metrics.DeadLettered(ReasonOf(err))
+	p.metrics.DeadLettered(bridge.ReasonOf(err))
 }
 
 // Observe makes the publisher report every command that passed its checks
 // to o: accepted right before the publish, then published or failed (see
-// PublishObserver; Tracker implements it). Call it before Start; it is not
+// bridge.PublishObserver; Tracker implements it). Call it before Start; it is not
 // safe to call while commands are published.
-func (p *Publisher) Observe(o PublishObserver) { p.observer = o }
+func (p *Publisher) Observe(o bridge.PublishObserver) { p.observer = o }
 
 // ClientID is the publisher's MQTT client ID, <MQTT_CLIENT_ID>-pub.
 func (p *Publisher) ClientID() string { return p.clientID }
@@ -215,7 +112,7 @@ func (p *Publisher) OrgID() string { return p.cfg.OrgID }
 
 // Limits returns the command limits (defaults filled in) that callers pass
 // to ParseCommand, so the HTTP API and every source validate alike.
-func (p *Publisher) Limits() CommandLimits { return p.limits }
+func (p *Publisher) Limits() bridge.CommandLimits { return p.limits }
 
 // Start opens the connection in the background; autopaho reconnects with
 // the MQTT_RECONNECT_MIN/MAX backoff until Stop. It does not wait for the
@@ -223,7 +120,7 @@ func (p *Publisher) Limits() CommandLimits { return p.limits }
 func (p *Publisher) Start(ctx context.Context) error {
 	// The receive maximum only sizes the inbound queue: the publisher
 	// subscribes to nothing.
-	cc, err := p.cfg.clientConfig(p.clientID, 16, p.log)
+	cc, err := p.cfg.ClientConfig(p.clientID, 16, p.log)
 	if err != nil {
 		return err
 	}
@@ -246,7 +143,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || p.cm.Load() != nil {
-		return fmt.Errorf("start publisher %s: %w", p.clientID, ErrClosed)
+		return fmt.Errorf("start publisher %s: %w", p.clientID, bridge.ErrClosed)
 	}
 	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	cm, err := autopaho.NewConnection(cctx, cc)
@@ -267,9 +164,9 @@ func (p *Publisher) Ready() error {
 	p.mu.Unlock()
 	switch {
 	case closed:
-		return fmt.Errorf("publisher %s: %w", p.clientID, ErrClosed)
+		return fmt.Errorf("publisher %s: %w", p.clientID, bridge.ErrClosed)
 	case !p.connected.Load():
-		return fmt.Errorf("publisher %s: %w", p.clientID, ErrNotConnected)
+		return fmt.Errorf("publisher %s: %w", p.clientID, bridge.ErrNotConnected)
 	}
 	return nil
 }
@@ -291,45 +188,45 @@ func (p *Publisher) Ready() error {
 // ErrClosed after Stop, and ctx.Err() wrapped when ctx ended first. A PUBACK
 // with 0x10 (no matching subscribers) is a success. Retrying is the caller's
 // decision: see Retryable.
-func (p *Publisher) Publish(ctx context.Context, t Target, c Command, source string) (PublishResult, error) {
+func (p *Publisher) Publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error) {
 	start := time.Now()
 	res, err := p.publish(ctx, t, c, source)
 	if err != nil {
-		p.metrics.CommandRefused(source, ReasonOf(err))
+		p.metrics.CommandRefused(source, bridge.ReasonOf(err))
 	} else {
 		p.metrics.CommandPublished(source, time.Since(start))
 	}
 	return res, err
 }
 
-func (p *Publisher) publish(ctx context.Context, t Target, c Command, source string) (PublishResult, error) {
+func (p *Publisher) publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error) {
 	log := p.log.With("source", source, "org", t.Org, "node", t.Node, "correlation_id", c.CorrelationID)
 	if err := t.Validate(); err != nil {
 		err = fmt.Errorf("publish command: %w", err)
 		log.Warn("command refused", "err", err)
-		return PublishResult{}, err
+		return bridge.PublishResult{}, err
 	}
 	topic := t.MQTTTopic()
 	log = log.With("topic", topic)
 	if p.cfg.OrgID != "" && t.Org != p.cfg.OrgID {
-		err := fmt.Errorf("publish %s: org %q: %w %q", topic, t.Org, ErrOutOfScope, p.cfg.OrgID)
+		err := fmt.Errorf("publish %s: org %q: %w %q", topic, t.Org, bridge.ErrOutOfScope, p.cfg.OrgID)
 		log.Warn("command refused", "err", err)
-		return PublishResult{}, err
+		return bridge.PublishResult{}, err
 	}
 	if c.Raw() == nil || c.CorrelationID == "" {
-		return PublishResult{}, fmt.Errorf("publish %s: command not built by ParseCommand", topic)
+		return bridge.PublishResult{}, fmt.Errorf("publish %s: command not built by ParseCommand", topic)
 	}
 	remaining := c.Remaining(p.now())
 	if remaining <= 0 {
-		err := fmt.Errorf("publish %s: %w at %s, %s ago", topic, ErrExpired, c.ExpiresAt().Format(time.RFC3339), (-remaining).Truncate(time.Millisecond))
+		err := fmt.Errorf("publish %s: %w at %s, %s ago", topic, bridge.ErrExpired, c.ExpiresAt().Format(time.RFC3339), (-remaining).Truncate(time.Millisecond))
 		log.Warn("command refused", "err", err)
-		return PublishResult{}, err
+		return bridge.PublishResult{}, err
 	}
 
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		return PublishResult{}, fmt.Errorf("publish %s: %w", topic, ErrClosed)
+		return bridge.PublishResult{}, fmt.Errorf("publish %s: %w", topic, bridge.ErrClosed)
 	}
 	p.inflight.Add(1)
 	p.mu.Unlock()
@@ -340,7 +237,7 @@ func (p *Publisher) publish(ctx context.Context, t Target, c Command, source str
 
 	cm := p.cm.Load()
 	if cm == nil {
-		return PublishResult{}, fmt.Errorf("publish %s: %w: publisher not started", topic, ErrNotConnected)
+		return bridge.PublishResult{}, fmt.Errorf("publish %s: %w: publisher not started", topic, bridge.ErrNotConnected)
 	}
 	if p.observer != nil {
 		p.observer.CommandAccepted(t, c, source)
@@ -359,7 +256,7 @@ func (p *Publisher) publish(ctx context.Context, t Target, c Command, source str
 	}
 	resp, err := cm.Publish(ctx, pub)
 	if err == nil {
-		res := PublishResult{Topic: topic}
+		res := bridge.PublishResult{Topic: topic}
 		if resp != nil {
 			res.ReasonCode = resp.ReasonCode
 		}
@@ -373,22 +270,22 @@ func (p *Publisher) publish(ctx context.Context, t Target, c Command, source str
 	if p.observer != nil {
 		p.observer.CommandFailed(t, c, source, err)
 	}
-	var refused *RefusedError
+	var refused *bridge.RefusedError
 	switch {
 	case errors.As(err, &refused):
 		log.Warn("command refused", "err", err)
-	case errors.Is(err, ErrPublishTimeout):
+	case errors.Is(err, bridge.ErrPublishTimeout):
 		log.Warn("command publish timed out", "err", err)
 	default:
 		log.Debug("command not published", "err", err)
 	}
-	return PublishResult{}, err
+	return bridge.PublishResult{}, err
 }
 
 // publishError classifies a failed cm.Publish.
 func (p *Publisher) publishError(ctx context.Context, topic string, resp *paho.PublishResponse, err error) error {
 	if resp != nil && resp.ReasonCode >= 0x80 {
-		refused := &RefusedError{Topic: topic, ReasonCode: resp.ReasonCode}
+		refused := &bridge.RefusedError{Topic: topic, ReasonCode: resp.ReasonCode}
 		if resp.Properties != nil {
 			refused.Reason = resp.Properties.ReasonString
 		}
@@ -396,9 +293,9 @@ func (p *Publisher) publishError(ctx context.Context, topic string, resp *paho.P
 	}
 	switch {
 	case errors.Is(err, autopaho.ConnectionDownError), errors.Is(err, session.ErrNoConnection):
-		return fmt.Errorf("publish %s: %w: %w", topic, ErrNotConnected, err)
+		return fmt.Errorf("publish %s: %w: %w", topic, bridge.ErrNotConnected, err)
 	case p.abort.Err() != nil:
-		return fmt.Errorf("publish %s: %w: shut down before the PUBACK", topic, ErrClosed)
+		return fmt.Errorf("publish %s: %w: shut down before the PUBACK", topic, bridge.ErrClosed)
 	case ctx.Err() != nil:
 		// The caller gave up (or is shutting down); the broker may still
 		// get the command.
@@ -406,11 +303,11 @@ func (p *Publisher) publishError(ctx context.Context, topic string, resp *paho.P
 	case errors.Is(err, context.DeadlineExceeded):
 		// paho bounds the wait (and the wait for a send slot) with
 		// PacketTimeout, whatever ctx says.
-		return fmt.Errorf("publish %s: %w (%s)", topic, ErrPublishTimeout, p.cfg.PublishTimeout)
+		return fmt.Errorf("publish %s: %w (%s)", topic, bridge.ErrPublishTimeout, p.cfg.PublishTimeout)
 	}
 	if p.Ready() != nil {
 		// paho's "not fully acknowledged at time of shutdown" and similar.
-		return fmt.Errorf("publish %s: %w: %w", topic, ErrNotConnected, err)
+		return fmt.Errorf("publish %s: %w: %w", topic, bridge.ErrNotConnected, err)
 	}
 	return fmt.Errorf("publish %s: %w", topic, err)
 }

@@ -1,4 +1,4 @@
-package bridge_test
+package tracker_test
 
 import (
 	"bytes"
@@ -14,10 +14,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
+	"github.com/nr-bridge/nr-bridge/internal/tracker"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
@@ -97,7 +100,7 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tracker := bridge.NewTracker(bridge.TrackerConfig{Grace: time.Hour}, log, nil)
+	tracker := tracker.New(tracker.Config{Grace: time.Hour}, log, nil)
 	tracker.Attach(store)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -110,7 +113,7 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	sink, err := natsjs.New(ctx, nc, natsjsConfig(), log)
+	sink, err := natsjs.New(ctx, nc, bridgetest.NATSSinkConfig(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +123,9 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 		_ = sink.Close(ctx)
 	})
 	m := &ackCounter{forwarded: map[bridge.Kind]int{}}
-	r := bridge.NewReceiver(mqttConfig(mq.URL(), "slow-status"), tracker.WrapSink(sink), log, bridge.WithMetrics(m))
+	mcfg := bridgetest.MQTTConfig(mq.URL(), "slow-status")
+	mcfg.Workers, mcfg.MaxInflight, mcfg.ReconnectMax = 2, 500, time.Second
+	r := ingest.NewReceiver(mcfg, tracker.WrapSink(sink), log, ingest.WithMetrics(m))
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package bridge
+package tracker
 
 import (
 	"container/heap"

@@ -1,4 +1,4 @@
-package bridge
+package ingest
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
+	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/backoff"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
@@ -40,13 +42,13 @@ const defaultStallTimeout = 2 * time.Minute
 type Worker struct {
 	id       int
 	clientID string
-	cfg      *MQTTConfig
-	sink     Sink
+	cfg      *mqttconn.Config
+	sink     bridge.Sink
 	log      *slog.Logger
 	filters  []string
 	subID    int       // ScopeSubscriptionID of the configured scope
 	peers    []*Worker // the workers of this replica, itself included
-	metrics  Metrics
+	metrics  bridge.Metrics
 
 	ctx    context.Context // cancelled by Stop once in-flight work is done or timed out
 	cancel context.CancelFunc
@@ -88,7 +90,7 @@ type WorkerOption func(*Worker)
 // WithMetrics makes the worker report what it receives, forwards, retries,
 // dead-letters and acknowledges, its in-flight count and its connection
 // state to m. Without it (or with nil) nothing is counted.
-func WithMetrics(m Metrics) WorkerOption {
+func WithMetrics(m bridge.Metrics) WorkerOption {
 	return func(w *Worker) { w.metrics = m }
 }
 
@@ -101,8 +103,8 @@ type progress struct {
 	at      uint64 // count when highest was stored
 }
 
-func kindIndex(k Kind) int {
-	if k == KindReply {
+func kindIndex(k bridge.Kind) int {
+	if k == bridge.KindReply {
 		return 1
 	}
 	return 0
@@ -111,7 +113,7 @@ func kindIndex(k Kind) int {
 // flight is one received message from read to ack.
 type flight struct {
 	w       *Worker
-	m       *Message
+	m       *bridge.Message
 	pr      paho.PublishReceived
 	seq     uint64 // receive order on its worker, from 1
 	attempt int    // failed attempts since the last change of what is written
@@ -127,14 +129,14 @@ type flight struct {
 }
 
 // NewWorker creates worker id (1-based); Start connects it.
-func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...WorkerOption) *Worker {
+func NewWorker(id int, cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger, opts ...WorkerOption) *Worker {
 	w := &Worker{
 		id:       id,
 		clientID: fmt.Sprintf("%s-w%d", cfg.ClientID, id),
 		cfg:      cfg,
 		sink:     sink,
-		filters:  SubscriptionFilters(cfg.ShareGroup, cfg.OrgID),
-		subID:    ScopeSubscriptionID(cfg.OrgID),
+		filters:  bridge.SubscriptionFilters(cfg.ShareGroup, cfg.OrgID),
+		subID:    bridge.ScopeSubscriptionID(cfg.OrgID),
 		slots:    make(chan struct{}, cfg.MaxInflight),
 		stop:     make(chan struct{}),
 		retries:  make(map[*flight]*time.Timer),
@@ -149,7 +151,7 @@ func NewWorker(id int, cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...Wor
 		o(w)
 	}
 	if w.metrics == nil {
-		w.metrics = NopMetrics{}
+		w.metrics = bridge.NopMetrics{}
 	}
 	w.metrics.MQTTConnected(w.clientID, false)
 	w.metrics.TrackInflight(w.clientID, w.Inflight)
@@ -192,7 +194,7 @@ func (w *Worker) Inflight() int {
 func (w *Worker) Start(ctx context.Context) error {
 	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	rm := uint16(w.cfg.MaxInflight)
-	cc, err := w.cfg.clientConfig(w.clientID, rm, w.log)
+	cc, err := w.cfg.ClientConfig(w.clientID, rm, w.log)
 	if err != nil {
 		return err
 	}
@@ -319,7 +321,7 @@ func (w *Worker) takeStale(topic string) []string {
 	var todo []string
 	w.staleMu.Lock()
 	defer w.staleMu.Unlock()
-	filters := StaleFilters(w.cfg.ShareGroup, w.cfg.OrgID, topic)
+	filters := bridge.StaleFilters(w.cfg.ShareGroup, w.cfg.OrgID, topic)
 	if topic == "" {
 		for f := range w.stalePending {
 			filters = append(filters, f)
@@ -397,17 +399,17 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 	p := pr.Packet
 	var contentType string
 	var corr []byte
-	var props []Property
+	var props []bridge.Property
 	if p.Properties != nil {
 		contentType, corr = p.Properties.ContentType, p.Properties.CorrelationData
 		if n := len(p.Properties.User); n > 0 {
-			props = make([]Property, n)
+			props = make([]bridge.Property, n)
 			for i, u := range p.Properties.User {
-				props[i] = Property{Name: u.Key, Value: u.Value}
+				props[i] = bridge.Property{Name: u.Key, Value: u.Value}
 			}
 		}
 	}
-	m := NewMessage(p.Topic, p.Payload, time.Now(), contentType, corr, props)
+	m := bridge.NewMessage(p.Topic, p.Payload, time.Now(), contentType, corr, props)
 	f := &flight{w: w, m: m, pr: pr}
 	w.mu.Lock()
 	if w.stopping {
@@ -431,9 +433,9 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 	if m.Dropped > 0 {
 		// A node may send these on every message: counted, logged at
 		// DEBUG only.
-		w.metrics.PropertiesDropped(DropReserved, m.Dropped)
+		w.metrics.PropertiesDropped(bridge.DropReserved, m.Dropped)
 		if w.log.Enabled(w.ctx, slog.LevelDebug) {
-			w.log.Debug("reserved user properties dropped", "topic", headerSafe(m.Topic), "dropped", m.Dropped)
+			w.log.Debug("reserved user properties dropped", "topic", bridge.HeaderSafe(m.Topic), "dropped", m.Dropped)
 		}
 	}
 	if w.subIDs.Load() && (p.Properties == nil || p.Properties.SubscriptionIdentifier == nil || *p.Properties.SubscriptionIdentifier != w.subID) {
@@ -447,13 +449,13 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 			peer.dropStale(p.Topic)
 		}
 	}
-	if !InScope(p.Topic, w.cfg.OrgID) {
-		m.DeadLetter = fmt.Sprintf("topic %s is outside ORG_ID %s", headerSafe(p.Topic), w.cfg.OrgID)
-		f.reason = ReasonOutOfScope
-		w.log.Warn("dead-lettering message", "topic", headerSafe(m.Topic), "reason", m.DeadLetter)
+	if !bridge.InScope(p.Topic, w.cfg.OrgID) {
+		m.DeadLetter = fmt.Sprintf("topic %s is outside ORG_ID %s", bridge.HeaderSafe(p.Topic), w.cfg.OrgID)
+		f.reason = bridge.ReasonOutOfScope
+		w.log.Warn("dead-lettering message", "topic", bridge.HeaderSafe(m.Topic), "reason", m.DeadLetter)
 	} else if m.DeadLetter != "" {
-		f.reason = deadLetterReason(m)
-		w.log.Warn("dead-lettering message", "topic", headerSafe(m.Topic), "reason", m.DeadLetter)
+		f.reason = m.DeadLetterReason()
+		w.log.Warn("dead-lettering message", "topic", bridge.HeaderSafe(m.Topic), "reason", m.DeadLetter)
 	} else if w.log.Enabled(w.ctx, slog.LevelDebug) {
 		w.log.Debug("message received", "topic", m.Topic, "bytes", len(m.Payload))
 	}
@@ -484,7 +486,7 @@ func (f *flight) done(err error) {
 		return
 	}
 	w.metrics.WriteError()
-	permanent := errors.Is(err, ErrPermanent)
+	permanent := errors.Is(err, bridge.ErrPermanent)
 	switch {
 	case permanent && f.m.DeadLetter == "":
 		f.deadLetter(err)
@@ -494,7 +496,7 @@ func (f *flight) done(err error) {
 		// refused (a lower limit on the dead-letter stream, a header the
 		// backbone will not take): write what is left of it at its
 		// minimum.
-		w.log.Error("dead letter refused by the backbone, writing it cut to its minimum", "topic", headerSafe(f.m.Topic),
+		w.log.Error("dead letter refused by the backbone, writing it cut to its minimum", "topic", bridge.HeaderSafe(f.m.Topic),
 			"reason", f.m.DeadLetter, "bytes", len(f.m.Payload), "err", err)
 		f.m.MinimalDeadLetter = true
 		f.attempt = 0
@@ -509,16 +511,16 @@ func (f *flight) done(err error) {
 		w.mu.Unlock()
 	}
 	if f.m.DeadLetter == "" && f.attempt >= poisonAttempts && w.laterWritten(f) {
-		f.deadLetter(fmt.Errorf("%w (%d attempts; last error: %w)", ErrPoison, f.attempt, err))
+		f.deadLetter(fmt.Errorf("%w (%d attempts; last error: %w)", bridge.ErrPoison, f.attempt, err))
 		return
 	}
 	now := time.Now().UnixNano()
 	if last := w.lastWarn.Load(); now-last > int64(5*time.Second) && w.lastWarn.CompareAndSwap(last, now) {
 		if permanent {
 			w.log.Error("minimal dead letter refused by the backbone, retrying; the worker cannot acknowledge until it is written",
-				"topic", headerSafe(f.m.Topic), "reason", f.m.DeadLetter, "attempt", f.attempt, "err", err)
+				"topic", bridge.HeaderSafe(f.m.Topic), "reason", f.m.DeadLetter, "attempt", f.attempt, "err", err)
 		} else {
-			w.log.Warn("backbone write failed, retrying", "topic", headerSafe(f.m.Topic), "attempt", f.attempt, "err", err)
+			w.log.Warn("backbone write failed, retrying", "topic", bridge.HeaderSafe(f.m.Topic), "attempt", f.attempt, "err", err)
 		}
 	}
 	f.schedule(backoff.Exponential(retryMin, retryMax)(f.attempt-1), err)
@@ -529,10 +531,10 @@ func (f *flight) done(err error) {
 // as its reason and writes it.
 func (f *flight) deadLetter(err error) {
 	w := f.w
-	f.m.DeadLetter = ReasonLine(err)
-	f.reason = ReasonOf(err)
+	f.m.DeadLetter = bridge.ReasonLine(err)
+	f.reason = bridge.ReasonOf(err)
 	f.attempt = 0
-	w.log.Warn("dead-lettering message", "topic", headerSafe(f.m.Topic), "reason", f.m.DeadLetter)
+	w.log.Warn("dead-lettering message", "topic", bridge.HeaderSafe(f.m.Topic), "reason", f.m.DeadLetter)
 	// Written from a timer goroutine, not from here: done runs on the
 	// sink's completion path, and a Write there could wait for a window
 	// slot that only this path frees.
@@ -648,9 +650,9 @@ func (w *Worker) Stalled() error {
 	if age <= w.stallAfter {
 		return nil
 	}
-	msg := fmt.Sprintf("%s: no acknowledgement for %s, oldest un-acked message on topic %s", w.clientID, age.Round(time.Second), headerSafe(topic))
+	msg := fmt.Sprintf("%s: no acknowledgement for %s, oldest un-acked message on topic %s", w.clientID, age.Round(time.Second), bridge.HeaderSafe(topic))
 	if lastErr != nil {
-		msg += fmt.Sprintf(" (%d failed attempts, last error: %s)", attempt, ReasonLine(lastErr))
+		msg += fmt.Sprintf(" (%d failed attempts, last error: %s)", attempt, bridge.ReasonLine(lastErr))
 	}
 	return errors.New(msg)
 }
@@ -684,7 +686,7 @@ func (w *Worker) watchStall() {
 		}
 		lastWarn = now
 		w.log.Warn("MQTT worker stalled: its oldest message is not written, so no later message can be acknowledged",
-			"topic", headerSafe(topic), "waiting", age.Round(time.Millisecond).String(), "attempt", attempt,
+			"topic", bridge.HeaderSafe(topic), "waiting", age.Round(time.Millisecond).String(), "attempt", attempt,
 			"inflight", w.Inflight(), "err", lastErr)
 	}
 }

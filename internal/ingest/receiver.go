@@ -1,4 +1,4 @@
-package bridge
+package ingest
 
 import (
 	"context"
@@ -6,6 +6,9 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 )
 
 // Receiver is the set of worker connections of one replica.
@@ -15,7 +18,7 @@ type Receiver struct {
 
 // NewReceiver creates cfg.Workers workers writing to sink; opts (such as
 // WithMetrics) apply to every worker.
-func NewReceiver(cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...WorkerOption) *Receiver {
+func NewReceiver(cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger, opts ...WorkerOption) *Receiver {
 	r := &Receiver{}
 	for i := 1; i <= cfg.Workers; i++ {
 		r.workers = append(r.workers, NewWorker(i, cfg, sink, log, opts...))

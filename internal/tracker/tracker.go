@@ -1,4 +1,4 @@
-package bridge
+package tracker
 
 import (
 	"context"
@@ -8,11 +8,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
-// TrackerConfig configures command tracking. Defaults are in the
+// Config configures command tracking. Defaults are in the
 // envDefault tags.
-type TrackerConfig struct {
+type Config struct {
 	// Grace is how long a command's status stays readable after its TTL
 	// ran out. Stores keep statuses COMMAND_MAX_TTL + Grace (see
 	// Retention): a NATS KV bucket supports only one TTL for all keys on
@@ -21,7 +23,7 @@ type TrackerConfig struct {
 }
 
 // Validate checks the values; errors name the variable.
-func (c TrackerConfig) Validate() error {
+func (c Config) Validate() error {
 	if c.Grace < time.Minute {
 		return fmt.Errorf("COMMAND_STATUS_GRACE must be at least 1m, got %s", c.Grace)
 	}
@@ -30,7 +32,7 @@ func (c TrackerConfig) Validate() error {
 
 // Retention is how long a store keeps a status after its last change:
 // the largest TTL a command may have plus Grace.
-func (c TrackerConfig) Retention(maxTTL time.Duration) time.Duration {
+func (c Config) Retention(maxTTL time.Duration) time.Duration {
 	return maxTTL + c.Grace
 }
 
@@ -52,47 +54,17 @@ const (
 	maxPendingExpiries = 100_000
 )
 
-// StatusMetrics receives what command tracking counts; internal/metrics
-// implements it. Methods must be safe for concurrent use and never block.
-type StatusMetrics interface {
-	// CommandCompleted counts a command that reached its first final
-	// status (one of FinalStatuses); a command counts once.
-	CommandCompleted(status string)
-	// CommandReplied records the time from a command's PUBACK to its
-	// first reply.
-	CommandReplied(latency time.Duration)
-}
-
-// CommandCompleted does nothing.
-func (NopMetrics) CommandCompleted(string) {}
-
-// CommandReplied does nothing.
-func (NopMetrics) CommandReplied(time.Duration) {}
-
-var _ StatusMetrics = NopMetrics{}
-
-// PublishObserver is told what happens to each command the Publisher
-// handles once it passed validation; Tracker implements it. Calls come
-// from the goroutine that called Publish, so they may block briefly: the
-// publisher calls CommandAccepted before it publishes, so that a reply,
-// which may reach any replica, finds the status.
-type PublishObserver interface {
-	CommandAccepted(t Target, c Command, source string)
-	CommandPublished(t Target, c Command, source string, res PublishResult)
-	CommandFailed(t Target, c Command, source string, err error)
-}
-
 // Tracker keeps the status of every command in a StatusStore shared by
 // the replicas: the publisher reports accepted, published and failed
-// (PublishObserver), the sink decorator from WrapSink matches replies, a
+// (bridge.PublishObserver), the sink decorator from WrapSink matches replies, a
 // timer marks commands expired, and the HTTP API reads (Get) and waits
 // (Wait). Until Attach gives it a store it records nothing and reads fail
 // with ErrStatusUnavailable. It is safe for concurrent use; Close stops
 // its goroutines.
 type Tracker struct {
-	cfg     TrackerConfig
+	cfg     Config
 	log     *slog.Logger
-	metrics StatusMetrics
+	metrics bridge.StatusMetrics
 	now     func() time.Time
 
 	store atomic.Pointer[storeRef]
@@ -118,17 +90,17 @@ type Tracker struct {
 // statusGuess is a status and the revision it was stored under; the zero
 // value guesses "no status yet" (Put with revision 0 creates).
 type statusGuess struct {
-	cur *CommandStatus
+	cur *bridge.CommandStatus
 	rev uint64
 }
 
-type storeRef struct{ s StatusStore }
+type storeRef struct{ s bridge.StatusStore }
 
-// NewTracker starts the tracker's reply workers and expiry timer; m may be
+// New starts the tracker's reply workers and expiry timer; m may be
 // nil. Call Attach once the store is open, and Close at shutdown.
-func NewTracker(cfg TrackerConfig, log *slog.Logger, m StatusMetrics) *Tracker {
+func New(cfg Config, log *slog.Logger, m bridge.StatusMetrics) *Tracker {
 	if m == nil {
-		m = NopMetrics{}
+		m = bridge.NopMetrics{}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Tracker{
@@ -150,9 +122,9 @@ func NewTracker(cfg TrackerConfig, log *slog.Logger, m StatusMetrics) *Tracker {
 
 // Attach sets the store the tracker records into and reads from. It may
 // be called at any time (the backbone opens after the HTTP API starts).
-func (t *Tracker) Attach(s StatusStore) { t.store.Store(&storeRef{s}) }
+func (t *Tracker) Attach(s bridge.StatusStore) { t.store.Store(&storeRef{s}) }
 
-func (t *Tracker) storeOf() StatusStore {
+func (t *Tracker) storeOf() bridge.StatusStore {
 	if r := t.store.Load(); r != nil {
 		return r.s
 	}
@@ -162,17 +134,17 @@ func (t *Tracker) storeOf() StatusStore {
 // Get returns the status of org's command correlationID as of now:
 // ErrStatusNotFound when unknown or expired from the store,
 // ErrStatusUnavailable (wrapped) while there is no store or it fails.
-func (t *Tracker) Get(ctx context.Context, org, correlationID string) (*CommandStatus, error) {
+func (t *Tracker) Get(ctx context.Context, org, correlationID string) (*bridge.CommandStatus, error) {
 	st := t.storeOf()
 	if st == nil {
-		return nil, ErrStatusUnavailable
+		return nil, bridge.ErrStatusUnavailable
 	}
 	s, _, err := st.Get(ctx, org, correlationID)
 	if err != nil {
-		if errors.Is(err, ErrStatusNotFound) {
+		if errors.Is(err, bridge.ErrStatusNotFound) {
 			return nil, err
 		}
-		return nil, fmt.Errorf("%w: %w", ErrStatusUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", bridge.ErrStatusUnavailable, err)
 	}
 	s.Refresh(t.now())
 	return s, nil
@@ -183,18 +155,18 @@ func (t *Tracker) Get(ctx context.Context, org, correlationID string) (*CommandS
 // TTL runs out, or when ctx ends (the caller's wait), whichever comes
 // first; then the status as of that moment. It does not poll: it reads
 // the store's watch. Errors as for Get.
-func (t *Tracker) Wait(ctx context.Context, org, correlationID string) (*CommandStatus, error) {
+func (t *Tracker) Wait(ctx context.Context, org, correlationID string) (*bridge.CommandStatus, error) {
 	st := t.storeOf()
 	if st == nil {
-		return nil, ErrStatusUnavailable
+		return nil, bridge.ErrStatusUnavailable
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch, err := st.Watch(wctx, org, correlationID)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrStatusUnavailable, err)
+		return nil, fmt.Errorf("%w: %w", bridge.ErrStatusUnavailable, err)
 	}
-	var last *CommandStatus
+	var last *bridge.CommandStatus
 	var expired <-chan time.Time
 	for {
 		select {
@@ -221,7 +193,7 @@ func (t *Tracker) Wait(ctx context.Context, org, correlationID string) (*Command
 	}
 }
 
-func (t *Tracker) lastOrGet(ctx context.Context, last *CommandStatus, org, correlationID string) (*CommandStatus, error) {
+func (t *Tracker) lastOrGet(ctx context.Context, last *bridge.CommandStatus, org, correlationID string) (*bridge.CommandStatus, error) {
 	if last != nil {
 		last.Refresh(t.now())
 		return last, nil
@@ -237,13 +209,13 @@ func (t *Tracker) lastOrGet(ctx context.Context, last *CommandStatus, org, corre
 // may run more than once. With a guess, the first attempt skips the read
 // and writes against the guessed status and revision. It returns the
 // status written and its revision.
-func (t *Tracker) update(ctx context.Context, org, correlationID string, guess *statusGuess, fn func(cur *CommandStatus) *CommandStatus) (*CommandStatus, uint64, error) {
+func (t *Tracker) update(ctx context.Context, org, correlationID string, guess *statusGuess, fn func(cur *bridge.CommandStatus) *bridge.CommandStatus) (*bridge.CommandStatus, uint64, error) {
 	st := t.storeOf()
 	if st == nil {
-		return nil, 0, ErrStatusUnavailable
+		return nil, 0, bridge.ErrStatusUnavailable
 	}
 	for attempt := 1; ; attempt++ {
-		var cur *CommandStatus
+		var cur *bridge.CommandStatus
 		var rev uint64
 		var err error
 		if attempt == 1 && guess != nil {
@@ -254,7 +226,7 @@ func (t *Tracker) update(ctx context.Context, org, correlationID string, guess *
 		} else {
 			cur, rev, err = st.Get(ctx, org, correlationID)
 			switch {
-			case errors.Is(err, ErrStatusNotFound):
+			case errors.Is(err, bridge.ErrStatusNotFound):
 				cur = nil // rev: 0, or that of an undecodable value to replace
 			case err != nil:
 				return nil, 0, err
@@ -269,7 +241,7 @@ func (t *Tracker) update(ctx context.Context, org, correlationID string, guess *
 		if err == nil {
 			return next, n, nil
 		}
-		if !errors.Is(err, ErrStatusConflict) || attempt >= maxUpdateAttempts {
+		if !errors.Is(err, bridge.ErrStatusConflict) || attempt >= maxUpdateAttempts {
 			return nil, 0, err
 		}
 	}
@@ -278,7 +250,7 @@ func (t *Tracker) update(ctx context.Context, org, correlationID string, guess *
 // takeGuess returns (and forgets) what this replica wrote for the command
 // at accept time, or nil.
 func (t *Tracker) takeGuess(org, correlationID string) *statusGuess {
-	if g, ok := t.written.LoadAndDelete(StatusKey(org, correlationID)); ok {
+	if g, ok := t.written.LoadAndDelete(bridge.StatusKey(org, correlationID)); ok {
 		gs := g.(statusGuess)
 		return &gs
 	}
@@ -289,17 +261,17 @@ func (t *Tracker) takeGuess(org, correlationID string) *statusGuess {
 // publishes it, and arms its expiry. A status of the same command (a
 // retry, a redelivered stream command) keeps what it knows, minus a
 // failure; a status of an earlier command with the same correlation ID is
-// replaced. It implements PublishObserver.
-func (t *Tracker) CommandAccepted(tg Target, c Command, source string) {
+// replaced. It implements bridge.PublishObserver.
+func (t *Tracker) CommandAccepted(tg bridge.Target, c bridge.Command, source string) {
 	if t.storeOf() == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, acceptWriteTimeout)
 	defer cancel()
 	now := t.now()
-	written, rev, err := t.update(ctx, tg.Org, c.CorrelationID, &statusGuess{}, func(cur *CommandStatus) *CommandStatus {
+	written, rev, err := t.update(ctx, tg.Org, c.CorrelationID, &statusGuess{}, func(cur *bridge.CommandStatus) *bridge.CommandStatus {
 		if cur == nil || !cur.SameCommand(tg, c) {
-			return NewCommandStatus(tg, c, source, now)
+			return bridge.NewCommandStatus(tg, c, source, now)
 		}
 		if cur.FailedAt.IsZero() {
 			return nil
@@ -308,39 +280,39 @@ func (t *Tracker) CommandAccepted(tg Target, c Command, source string) {
 		return cur
 	})
 	if err != nil {
-		t.log.Warn("command status not recorded", "step", StatusAccepted, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
+		t.log.Warn("command status not recorded", "step", bridge.StatusAccepted, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
 		return
 	}
 	if written != nil {
-		t.written.Store(StatusKey(tg.Org, c.CorrelationID), statusGuess{cur: written, rev: rev})
+		t.written.Store(bridge.StatusKey(tg.Org, c.CorrelationID), statusGuess{cur: written, rev: rev})
 	}
 	t.exp.add(expiry{at: c.ExpiresAt(), org: tg.Org, correlationID: c.CorrelationID, issuedAt: c.IssuedAt})
 }
 
 // CommandPublished records the broker's PUBACK and its reason code (0x10:
-// no subscribers). It implements PublishObserver.
-func (t *Tracker) CommandPublished(tg Target, c Command, source string, res PublishResult) {
+// no subscribers). It implements bridge.PublishObserver.
+func (t *Tracker) CommandPublished(tg bridge.Target, c bridge.Command, source string, res bridge.PublishResult) {
 	if t.storeOf() == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
 	defer cancel()
 	now := t.now()
-	_, _, err := t.update(ctx, tg.Org, c.CorrelationID, t.takeGuess(tg.Org, c.CorrelationID), func(cur *CommandStatus) *CommandStatus {
+	_, _, err := t.update(ctx, tg.Org, c.CorrelationID, t.takeGuess(tg.Org, c.CorrelationID), func(cur *bridge.CommandStatus) *bridge.CommandStatus {
 		if cur == nil || !cur.SameCommand(tg, c) {
-			cur = NewCommandStatus(tg, c, source, now) // its accepted write failed
+			cur = bridge.NewCommandStatus(tg, c, source, now) // its accepted write failed
 		}
 		if cur.PublishedAt.IsZero() {
 			cur.PublishedAt = now.UTC()
 		}
 		rc := int(res.ReasonCode)
 		cur.ReasonCode = &rc
-		cur.NoSubscribers = res.ReasonCode == ReasonNoMatchingSubscribers
+		cur.NoSubscribers = res.ReasonCode == bridge.ReasonNoMatchingSubscribers
 		cur.FailedAt, cur.Error = time.Time{}, ""
 		return cur
 	})
 	if err != nil {
-		t.log.Warn("command status not recorded", "step", StatusPublished, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
+		t.log.Warn("command status not recorded", "step", bridge.StatusPublished, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
 	}
 }
 
@@ -348,20 +320,20 @@ func (t *Tracker) CommandPublished(tg Target, c Command, source string, res Publ
 // whose error is retryable is not failed: its source tries again until
 // the TTL, and then the expiry ends it. A command that was published or
 // answered before (a duplicate) keeps that. It implements
-// PublishObserver.
-func (t *Tracker) CommandFailed(tg Target, c Command, source string, cause error) {
+// bridge.PublishObserver.
+func (t *Tracker) CommandFailed(tg bridge.Target, c bridge.Command, source string, cause error) {
 	guess := t.takeGuess(tg.Org, c.CorrelationID)
-	if t.storeOf() == nil || source == SourceStream && Retryable(cause) {
+	if t.storeOf() == nil || source == bridge.SourceStream && bridge.Retryable(cause) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
 	defer cancel()
 	now := t.now()
 	var first bool
-	_, _, err := t.update(ctx, tg.Org, c.CorrelationID, guess, func(cur *CommandStatus) *CommandStatus {
+	_, _, err := t.update(ctx, tg.Org, c.CorrelationID, guess, func(cur *bridge.CommandStatus) *bridge.CommandStatus {
 		first = false
 		if cur == nil || !cur.SameCommand(tg, c) {
-			cur = NewCommandStatus(tg, c, source, now)
+			cur = bridge.NewCommandStatus(tg, c, source, now)
 		}
 		if !cur.PublishedAt.IsZero() || len(cur.Replies) > 0 || !cur.FailedAt.IsZero() {
 			return nil
@@ -371,11 +343,11 @@ func (t *Tracker) CommandFailed(tg Target, c Command, source string, cause error
 		return cur
 	})
 	if err != nil {
-		t.log.Warn("command status not recorded", "step", StatusFailed, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
+		t.log.Warn("command status not recorded", "step", bridge.StatusFailed, "org", tg.Org, "node", tg.Node, "correlation_id", c.CorrelationID, "err", err)
 		return
 	}
 	if first {
-		t.metrics.CommandCompleted(StatusFailed)
+		t.metrics.CommandCompleted(bridge.StatusFailed)
 	}
 }
 
@@ -385,7 +357,7 @@ func (t *Tracker) expire(e expiry) {
 	defer cancel()
 	now := t.now()
 	var first bool
-	_, _, err := t.update(ctx, e.org, e.correlationID, nil, func(cur *CommandStatus) *CommandStatus {
+	_, _, err := t.update(ctx, e.org, e.correlationID, nil, func(cur *bridge.CommandStatus) *bridge.CommandStatus {
 		first = false
 		if cur == nil || cur.IssuedAt.Unix() != e.issuedAt || len(cur.Replies) > 0 || !cur.FailedAt.IsZero() || !cur.ExpiredAt.IsZero() {
 			return nil
@@ -396,19 +368,19 @@ func (t *Tracker) expire(e expiry) {
 	})
 	if err != nil {
 		if t.ctx.Err() == nil {
-			t.log.Warn("command status not recorded", "step", StatusExpired, "org", e.org, "correlation_id", e.correlationID, "err", err)
+			t.log.Warn("command status not recorded", "step", bridge.StatusExpired, "org", e.org, "correlation_id", e.correlationID, "err", err)
 		}
 		return
 	}
 	if first {
-		t.metrics.CommandCompleted(StatusExpired)
+		t.metrics.CommandCompleted(bridge.StatusExpired)
 	}
 }
 
 // replyJob is a reply to match with its command: the message, and its
 // payload and content type as received (a dead letter may be cut).
 type replyJob struct {
-	m            *Message
+	m            *bridge.Message
 	payload      []byte
 	contentType  string
 	deadLettered bool
@@ -452,14 +424,14 @@ func (t *Tracker) recordReply(j replyJob) {
 	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
 	defer cancel()
 	correlationID := string(m.CorrelationData)
-	r := NewReply(m.Node, j.payload, j.contentType, m.ReceivedAt)
+	r := bridge.NewReply(m.Node, j.payload, j.contentType, m.ReceivedAt)
 	r.DeadLettered = j.deadLettered
 	var first, held, matched bool
 	var latency time.Duration
 	var err error
 	for attempt := 1; ; attempt++ {
-		var s *CommandStatus
-		s, _, err = t.update(ctx, m.Org, correlationID, nil, func(cur *CommandStatus) *CommandStatus {
+		var s *bridge.CommandStatus
+		s, _, err = t.update(ctx, m.Org, correlationID, nil, func(cur *bridge.CommandStatus) *bridge.CommandStatus {
 			first, held = false, cur != nil
 			if cur == nil || !cur.Broadcast && cur.Node != m.Node {
 				return nil
@@ -477,12 +449,12 @@ func (t *Tracker) recordReply(j replyJob) {
 			return cur
 		})
 		matched = s != nil
-		rr, ok := t.storeOf().(ReplyRecorder)
+		rr, ok := t.storeOf().(bridge.ReplyRecorder)
 		if err != nil || held || !ok {
 			break
 		}
 		matched, first, err = rr.RecordReply(ctx, m.Org, correlationID, r)
-		if errors.Is(err, ErrStatusConflict) && attempt < 3 {
+		if errors.Is(err, bridge.ErrStatusConflict) && attempt < 3 {
 			continue // the store caught up and now holds the command
 		}
 		first = first && matched
@@ -491,7 +463,7 @@ func (t *Tracker) recordReply(j replyJob) {
 	}
 	if err != nil {
 		if t.ctx.Err() == nil {
-			t.log.Warn("command status not recorded", "step", StatusReplied, "org", m.Org, "node", m.Node, "correlation_id", correlationID, "err", err)
+			t.log.Warn("command status not recorded", "step", bridge.StatusReplied, "org", m.Org, "node", m.Node, "correlation_id", correlationID, "err", err)
 		}
 		return
 	}
@@ -500,7 +472,7 @@ func (t *Tracker) recordReply(j replyJob) {
 		return
 	}
 	if first {
-		t.metrics.CommandCompleted(StatusReplied)
+		t.metrics.CommandCompleted(bridge.StatusReplied)
 		if latency > 0 {
 			t.metrics.CommandReplied(latency)
 		}

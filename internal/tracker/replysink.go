@@ -1,8 +1,10 @@
-package bridge
+package tracker
 
 import (
 	"context"
 	"errors"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // WrapSink returns a Sink that writes through inner unchanged and hands
@@ -13,16 +15,16 @@ import (
 // Matching runs on the tracker's workers: the done callback, and with it
 // the worker's MQTT ack, never waits for the status store, and a reply is
 // written (and acked) whether or not its status can be updated.
-func (t *Tracker) WrapSink(inner Sink) Sink { return &replySink{inner: inner, t: t} }
+func (t *Tracker) WrapSink(inner bridge.Sink) bridge.Sink { return &replySink{inner: inner, t: t} }
 
 type replySink struct {
-	inner Sink
+	inner bridge.Sink
 	t     *Tracker
 }
 
 // Write implements Sink.
-func (s *replySink) Write(ctx context.Context, m *Message, done func(error)) {
-	if m.Kind != KindReply || m.DeadLetter != "" || len(m.CorrelationData) == 0 {
+func (s *replySink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
+	if m.Kind != bridge.KindReply || m.DeadLetter != "" || len(m.CorrelationData) == 0 {
 		s.inner.Write(ctx, m, done)
 		return
 	}
@@ -32,7 +34,7 @@ func (s *replySink) Write(ctx context.Context, m *Message, done func(error)) {
 		switch {
 		case err == nil && m.DeadLetter == "":
 			s.t.enqueueReply(j)
-		case errors.Is(err, ErrPermanent):
+		case errors.Is(err, bridge.ErrPermanent):
 			j.deadLettered = true
 			s.t.enqueueReply(j)
 		}

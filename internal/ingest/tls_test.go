@@ -1,4 +1,4 @@
-package bridge_test
+package ingest_test
 
 import (
 	"bytes"
@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 )
@@ -33,7 +34,7 @@ func (l *tlsLogs) String() string {
 	return l.buf.String()
 }
 
-func tlsMQTTConfig(url, clientID, ca, cert, key string) *bridge.MQTTConfig {
+func tlsMQTTConfig(url, clientID, ca, cert, key string) *mqttconn.Config {
 	cfg := bridgetest.MQTTConfig(url, clientID)
 	cfg.CAFile, cfg.CertFile, cfg.KeyFile = ca, cert, key
 	cfg.Workers, cfg.MaxInflight = 2, 500
@@ -42,7 +43,7 @@ func tlsMQTTConfig(url, clientID, ca, cert, key string) *bridge.MQTTConfig {
 
 // tlsReceiver runs a receiver writing to a JetStream sink on natsURL and
 // stops it at cleanup.
-func tlsReceiver(t *testing.T, cfg *bridge.MQTTConfig, natsURL string, log *slog.Logger) *bridge.Receiver {
+func tlsReceiver(t *testing.T, cfg *mqttconn.Config, natsURL string, log *slog.Logger) *ingest.Receiver {
 	t.Helper()
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

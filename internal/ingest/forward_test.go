@@ -1,4 +1,4 @@
-package bridge_test
+package ingest_test
 
 import (
 	"context"
@@ -15,6 +15,8 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
@@ -24,7 +26,7 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
-func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
+func mqttConfig(brokerURL, clientID string) *mqttconn.Config {
 	cfg := bridgetest.MQTTConfig(brokerURL, clientID)
 	cfg.Workers, cfg.MaxInflight, cfg.ReconnectMax = 2, 500, time.Second
 	return cfg
@@ -33,12 +35,12 @@ func mqttConfig(brokerURL, clientID string) *bridge.MQTTConfig {
 func natsjsConfig() natsjs.Config { return bridgetest.NATSSinkConfig() }
 
 // startBridge runs a receiver with a JetStream sink, stopped at cleanup.
-func startBridge(t *testing.T, cfg *bridge.MQTTConfig, natsURL string) *bridge.Receiver {
+func startBridge(t *testing.T, cfg *mqttconn.Config, natsURL string) *ingest.Receiver {
 	t.Helper()
 	return startBridgeWith(t, cfg, natsURL, natsjsConfig())
 }
 
-func startBridgeWith(t *testing.T, cfg *bridge.MQTTConfig, natsURL string, scfg natsjs.Config) *bridge.Receiver {
+func startBridgeWith(t *testing.T, cfg *mqttconn.Config, natsURL string, scfg natsjs.Config) *ingest.Receiver {
 	t.Helper()
 	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, scfg, testLogger())
 	testserver.WaitFor(t, 10*time.Second, "workers ready", func() bool { return r.Ready() == nil })
@@ -344,9 +346,9 @@ func (s *flakySink) snapshot() (attempts int, written []string) {
 	return s.attempts, append([]string(nil), s.written...)
 }
 
-func runWorkers(t *testing.T, cfg *bridge.MQTTConfig, sink bridge.Sink) *bridge.Receiver {
+func runWorkers(t *testing.T, cfg *mqttconn.Config, sink bridge.Sink) *ingest.Receiver {
 	t.Helper()
-	r := bridge.NewReceiver(cfg, sink, testLogger())
+	r := ingest.NewReceiver(cfg, sink, testLogger())
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -354,7 +356,7 @@ func runWorkers(t *testing.T, cfg *bridge.MQTTConfig, sink bridge.Sink) *bridge.
 	return r
 }
 
-func stopWorkers(t *testing.T, r *bridge.Receiver, timeout time.Duration) {
+func stopWorkers(t *testing.T, r *ingest.Receiver, timeout time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

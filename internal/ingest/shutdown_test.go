@@ -1,4 +1,4 @@
-package bridge_test
+package ingest_test
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package bridge_test
+package ingest_test
 
 import (
 	"bytes"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
@@ -63,7 +64,7 @@ func runScoped(t *testing.T, mqURL, natsURL, clientID, orgID string, m bridge.Me
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := bridge.NewReceiver(cfg, sink, log, bridge.WithMetrics(m))
+	r := ingest.NewReceiver(cfg, sink, log, ingest.WithMetrics(m))
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
