@@ -102,7 +102,7 @@ func TestBearerAuth(t *testing.T) {
 	}
 	m := metrics.New(metrics.BackboneNATS, "test")
 	h := api.NewHandler(api.Deps{
-		Log: slog.New(slog.DiscardHandler), Commands: pub, Auth: auth, Metrics: m,
+		Log: slog.New(slog.DiscardHandler), Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, "", nil), Auth: auth, Metrics: m,
 		Ready: map[string]api.ReadyFunc{"mqtt": pub.Ready},
 	})
 	const nodeRoute = "POST /org/{orgId}/node/{nodeId}/cmd"
@@ -184,7 +184,7 @@ func TestBearerAuthShortRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := api.NewHandler(api.Deps{Log: slog.New(slog.DiscardHandler), Commands: pub, Auth: auth, OrgID: "org1"})
+	h := api.NewHandler(api.Deps{Log: slog.New(slog.DiscardHandler), Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, "org1", nil), Auth: auth})
 	for _, tc := range []struct {
 		name, path, token string
 		want              int

@@ -62,7 +62,7 @@ func newCmdTestEnv(t *testing.T, orgID string) *cmdTestEnv {
 	}
 	t.Cleanup(func() { _ = pub.Stop(context.Background()) })
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
-	h := api.NewHandler(api.Deps{Log: log, Commands: pub, OrgID: orgID})
+	h := api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, orgID, nil)})
 	return &cmdTestEnv{broker: broker, sub: sub, pub: pub, h: h}
 }
 
@@ -349,7 +349,7 @@ func TestCommandHandlerNoLeak(t *testing.T) {
 		t.Fatal(err)
 	}
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
-	h := api.NewHandler(api.Deps{Log: cmdTestLogger(t), Commands: pub})
+	h := api.NewHandler(api.Deps{Log: cmdTestLogger(t), Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, "", nil)})
 	req := httptest.NewRequest(http.MethodPost, "/org/o1/node/n1/cmd", bytes.NewReader(cmdBody("c", nil)))
 	req.Header.Set("Content-Type", "application/json")
 	rec := httptest.NewRecorder()

@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"go/ast"
 	"go/parser"
@@ -125,12 +126,14 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	// dependency and ORG_ID set): no 404 or 405 from the mux.
 	cfg := &mqttconn.Config{URL: "tcp://127.0.0.1:1", ClientID: "openapi-test", OrgID: "acme"}
 	tr := tracker.New(tracker.Config{}, cmdTestLogger(t), nil)
+	if err := tr.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = tr.Close(t.Context()) })
 	h := api.NewHandler(api.Deps{
 		Log:      cmdTestLogger(t),
 		Ready:    map[string]api.ReadyFunc{},
-		Commands: publisher.New(cfg, bridge.CommandLimits{}, cmdTestLogger(t)),
-		OrgID:    "acme",
+		Commands: bridge.NewIntake(publisher.New(cfg, bridge.CommandLimits{}, cmdTestLogger(t)), bridge.CommandLimits{}, "acme", nil),
 		Metrics:  metrics.New("nats", "test"),
 		Statuses: tr,
 	})

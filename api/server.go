@@ -13,6 +13,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
@@ -48,11 +49,10 @@ type Deps struct {
 	Log *slog.Logger
 	// Ready maps a part name (mqtt, backbone) to its readiness check.
 	Ready map[string]ReadyFunc
-	// Commands is the command publisher; nil disables the command routes.
-	Commands CommandPublisher
-	// OrgID is ORG_ID: when set, commands for other orgs get 403 and the
-	// short routes /node/{nodeId}/cmd and /broadcast/cmd target it.
-	OrgID string
+	// Commands is the command intake; nil disables the command routes.
+	// With its OrgID (ORG_ID) set, commands for other orgs get 403 and
+	// the short routes /node/{nodeId}/cmd and /broadcast/cmd target it.
+	Commands *bridge.Intake
 	// MaxBodyBytes is HTTP_MAX_BODY; 0 means DefaultMaxBody.
 	MaxBodyBytes int64
 	// MaxWaits is HTTP_MAX_WAITS, the command requests with ?wait in

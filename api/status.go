@@ -30,7 +30,7 @@ type CommandStatuses interface {
 const MaxWait = 30 * time.Second
 
 // errBadWait means the wait query parameter is not a duration.
-var errBadWait = errors.New("wait must be a duration such as 10s or 1500ms, or whole seconds, at most 30s")
+var errBadWait error = &classedError{"wait must be a duration such as 10s or 1500ms, or whole seconds, at most 30s", bridge.ErrBadRequest}
 
 // publishedBody is the 202 response of a command route: the broker
 // acknowledged the command (PUBACK). Status is the command's status then
@@ -119,8 +119,8 @@ func (c *commandRoutes) respondPublished(w http.ResponseWriter, r *http.Request,
 // ORG_ID, GET /commands/{correlationId}.
 func (c *commandRoutes) registerStatus(mux *http.ServeMux) {
 	mux.Handle("GET /org/{orgId}/commands/{correlationId}", c.statusHandler(func(r *http.Request) string { return r.PathValue("orgId") }))
-	if c.orgID != "" {
-		mux.Handle("GET /commands/{correlationId}", c.statusHandler(func(*http.Request) string { return c.orgID }))
+	if org := c.intake.OrgID(); org != "" {
+		mux.Handle("GET /commands/{correlationId}", c.statusHandler(func(*http.Request) string { return org }))
 	}
 }
 
@@ -131,12 +131,8 @@ func (c *commandRoutes) registerStatus(mux *http.ServeMux) {
 func (c *commandRoutes) statusHandler(org func(*http.Request) string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		o, id := org(r), r.PathValue("correlationId")
-		if err := (bridge.Target{Org: o}).Validate(); err != nil {
+		if err := c.intake.CheckTarget(bridge.Target{Org: o}); err != nil {
 			writeCommandError(w, err)
-			return
-		}
-		if c.orgID != "" && o != c.orgID {
-			writeCommandError(w, fmt.Errorf("org %q: %w %q", o, bridge.ErrOutOfScope, c.orgID))
 			return
 		}
 		s, err := c.statuses.Get(r.Context(), o, id)

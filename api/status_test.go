@@ -165,6 +165,9 @@ func startTrackReplicaWith(t *testing.T, bb trackBackbone, brokerURL, name strin
 	sink, store := bb.open(t, name)
 	m := metrics.New("test", "test")
 	tr := tracker.New(tracker.Config{Grace: time.Hour}, log, m)
+	if err := tr.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	tr.Attach(store)
 	t.Cleanup(func() {
 		if err := tr.Close(context.Background()); err != nil {
@@ -189,7 +192,7 @@ func startTrackReplicaWith(t *testing.T, bb trackBackbone, brokerURL, name strin
 		_ = recv.Stop(ctx)
 	})
 	testserver.WaitFor(t, 10*time.Second, name+" connected", func() bool { return pub.Ready() == nil && recv.Ready() == nil })
-	deps := api.Deps{Log: log, Commands: pub, Statuses: tr, Metrics: m}
+	deps := api.Deps{Log: log, Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, "", nil), Statuses: tr, Metrics: m}
 	if set != nil {
 		set(&deps)
 	}
@@ -628,9 +631,12 @@ func TestCommandStatusAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr := tracker.New(tracker.Config{Grace: time.Hour}, log, nil)
+	if err := tr.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	cfg := cmdTestMQTTConfig("tcp://127.0.0.1:1", "auth-test", "")
-	h := api.NewHandler(api.Deps{Log: log, Commands: publisher.New(cfg, bridge.CommandLimits{}, log), Statuses: tr, Auth: auth})
+	h := api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(publisher.New(cfg, bridge.CommandLimits{}, log), bridge.CommandLimits{}, "", nil), Statuses: tr, Auth: auth})
 	for _, tt := range []struct {
 		name, path, token string
 		want              int

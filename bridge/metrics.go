@@ -144,7 +144,6 @@ func (NopMetrics) CommandCompleted(string) {}
 // CommandReplied does nothing.
 func (NopMetrics) CommandReplied(time.Duration) {}
 
-
 var (
 	_ StatusMetrics  = NopMetrics{}
 	_ Metrics        = NopMetrics{}

@@ -140,28 +140,31 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	pub := publisher.New(&cfg.MQTT, cfg.CommandLimits, log)
 	// Command tracking records into the backbone's status store once it
 	// is open (Attach below); until then commands go out untracked.
-	tracker := tracker.New(cfg.Tracking, log, m)
-	pub.Observe(tracker)
+	tr := tracker.New(cfg.Tracking, log, m)
+	pub.Observe(tr)
 	pub.SetMetrics(m)
-	if err := pub.Start(ctx); err != nil {
-		return errors.Join(err, tracker.Close(ctx))
+	if err := tr.Start(ctx); err != nil {
+		return err
 	}
+	if err := pub.Start(ctx); err != nil {
+		return errors.Join(err, tr.Close(ctx))
+	}
+	intake := bridge.NewIntake(pub, cfg.CommandLimits, cfg.MQTT.OrgID, m)
 	stopPublisher := func() error {
 		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer pcancel()
-		return errors.Join(pub.Stop(pctx), tracker.Close(pctx))
+		return errors.Join(pub.Stop(pctx), tr.Close(pctx))
 	}
 	m.SetBackboneCheck(backboneReady)
 	handler := api.NewHandler(api.Deps{
 		Log:          log,
 		Ready:        map[string]api.ReadyFunc{"mqtt": mqttReady, "publisher": pub.Ready, "backbone": backboneReady},
-		Commands:     pub,
-		OrgID:        cfg.MQTT.OrgID,
+		Commands:     intake,
 		MaxBodyBytes: cfg.HTTP.MaxBody,
 		MaxWaits:     cfg.HTTP.MaxWaits,
 		Auth:         auth,
 		Metrics:      m,
-		Statuses:     tracker,
+		Statuses:     tr,
 	})
 	srv, err := api.ListenTLS(cfg.HTTP.Addr, httpTLS, handler, log.With("component", "http"))
 	if err != nil {
@@ -183,8 +186,8 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if s, ok := bb.Sink().(interface{ SetMetrics(bridge.Metrics) }); ok {
 		s.SetMetrics(m)
 	}
-	tracker.Attach(bb.StatusStore())
-	receiver := ingest.NewReceiver(&cfg.MQTT, tracker.WrapSink(bb.Sink()), log, ingest.WithMetrics(m))
+	tr.Attach(bb.StatusStore())
+	receiver := ingest.NewReceiver(&cfg.MQTT, tr.WrapSink(bb.Sink()), log, ingest.WithMetrics(m))
 	if err := receiver.Start(ctx); err != nil {
 		return errors.Join(err, stopHTTP(cfg, srv, httpDone), stopPublisher(), bb.Close(ctx))
 	}
@@ -202,7 +205,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	case runErr = <-httpDone:
 		httpDone <- nil
 	}
-	return errors.Join(runErr, shutdown(cfg, log, srv, httpDone, bb, receiver, pub, tracker))
+	return errors.Join(runErr, shutdown(cfg, log, srv, httpDone, bb, receiver, pub, tr))
 }
 
 // shutdown stops every part in order, each stage within its own share of
@@ -214,7 +217,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 // says so itself (a worker: how many messages it left un-acked for
 // redelivery), and the later stages still get theirs.
 func shutdown(cfg *Config, log *slog.Logger, srv *api.Server, httpDone chan error, bb backbone,
-	receiver *ingest.Receiver, pub *publisher.Publisher, tracker *tracker.Tracker) error {
+	receiver *ingest.Receiver, pub *publisher.Publisher, tr *tracker.Tracker) error {
 	plan := newShutdownPlan(cfg.ShutdownTimeout)
 	hctx, hcancel := plan.stage(shareHTTP, 100-shareHTTP)
 	defer hcancel()
@@ -250,7 +253,7 @@ func shutdown(cfg *Config, log *slog.Logger, srv *api.Server, httpDone chan erro
 	errs = append(errs, pub.Stop(pctx))
 	tctx, tcancel := plan.stage(shareTracker, shareBackbone)
 	defer tcancel()
-	errs = append(errs, tracker.Close(tctx)) // the last reply status updates, before the store closes
+	errs = append(errs, tr.Close(tctx)) // the last reply status updates, before the store closes
 	bctx, bcancel := plan.stage(shareBackbone, 0)
 	defer bcancel()
 	err := bb.Close(bctx)

@@ -131,6 +131,9 @@ func TestViewKeepsNewestPerOrgAcrossRestart(t *testing.T) {
 	defer sink.Close(context.Background())
 	m := &repliedMetrics{replied: make(chan struct{}, 100)}
 	tr := tracker.New(tracker.Config{Grace: time.Hour}, log, m)
+	if err := tr.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	defer tr.Close(context.Background())
 	tr.Attach(restarted)
 	w := tr.WrapSink(sink)

@@ -329,7 +329,7 @@ func TestCommandMetrics(t *testing.T) {
 		_ = pub.Stop(ctx)
 	})
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
-	h := api.NewHandler(api.Deps{Log: log, Commands: pub, OrgID: "acme", Metrics: m})
+	h := api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, "acme", m), Metrics: m})
 	post := func(path, body string) int {
 		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")

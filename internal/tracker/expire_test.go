@@ -38,6 +38,9 @@ func TestTrackerExpiresAndStops(t *testing.T) {
 
 	m := &countingMetrics{completed: make(chan string, 4)}
 	tr := tracker.New(tracker.Config{Grace: time.Hour}, bridgetest.Logger(), m)
+	if err := tr.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := tr.Get(ctx, "acme", "x"); err != bridge.ErrStatusUnavailable {
 		t.Fatalf("Get before Attach: %v, want ErrStatusUnavailable", err)
 	}

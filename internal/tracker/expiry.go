@@ -37,9 +37,11 @@ func newExpiries(max int, fire func(expiry)) *expiries {
 		quit: make(chan struct{}),
 		done: make(chan struct{}),
 	}
-	go e.loop()
 	return e
 }
+
+// start runs the timer loop until stop.
+func (e *expiries) start() { go e.loop() }
 
 // add schedules x; it never blocks.
 func (e *expiries) add(x expiry) {

@@ -101,6 +101,9 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	tracker := tracker.New(tracker.Config{Grace: time.Hour}, log, nil)
+	if err := tracker.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	tracker.Attach(store)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

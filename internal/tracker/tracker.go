@@ -96,28 +96,40 @@ type statusGuess struct {
 
 type storeRef struct{ s bridge.StatusStore }
 
-// New starts the tracker's reply workers and expiry timer; m may be
-// nil. Call Attach once the store is open, and Close at shutdown.
+// New returns a tracker; m may be nil. Start starts its reply workers and
+// expiry timer; call Attach once the store is open, and Close at shutdown.
 func New(cfg Config, log *slog.Logger, m bridge.StatusMetrics) *Tracker {
 	if m == nil {
 		m = bridge.NopMetrics{}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
 	t := &Tracker{
 		cfg:     cfg,
 		log:     log.With("component", "tracker"),
 		metrics: m,
 		now:     time.Now,
-		ctx:     ctx,
-		cancel:  cancel,
 		jobs:    make(chan replyJob, replyQueueLen),
 	}
 	t.exp = newExpiries(maxPendingExpiries, t.expire)
+	return t
+}
+
+// Start starts the reply workers and the expiry timer; they run until
+// Close. ctx only bounds the start (the workers outlive it, so that a
+// reply queued before shutdown is still recorded). A second call is an
+// error.
+func (t *Tracker) Start(ctx context.Context) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.ctx != nil {
+		return fmt.Errorf("start tracker: %w", bridge.ErrClosed)
+	}
+	t.ctx, t.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	t.exp.start()
 	for range replyWorkers {
 		t.workers.Add(1)
 		go t.replyWorker()
 	}
-	return t
+	return nil
 }
 
 // Attach sets the store the tracker records into and reads from. It may
@@ -377,108 +389,6 @@ func (t *Tracker) expire(e expiry) {
 	}
 }
 
-// replyJob is a reply to match with its command: the message, and its
-// payload and content type as received (a dead letter may be cut).
-type replyJob struct {
-	m            *bridge.Message
-	payload      []byte
-	contentType  string
-	deadLettered bool
-}
-
-// enqueueReply hands a reply the backbone stored, or refused for good
-// (deadLettered), to the reply workers without ever blocking; a full
-// queue drops the status update, not the reply.
-func (t *Tracker) enqueueReply(j replyJob) {
-	t.mu.RLock()
-	defer t.mu.RUnlock()
-	if t.closed || t.storeOf() == nil {
-		return
-	}
-	select {
-	case t.jobs <- j:
-	default:
-		now := time.Now().UnixNano()
-		if last := t.lastDropWarn.Load(); now-last > int64(5*time.Second) && t.lastDropWarn.CompareAndSwap(last, now) {
-			m := j.m
-			t.log.Warn("reply status update dropped: status store too slow", "org", m.Org, "node", m.Node, "correlation_id", string(m.CorrelationData))
-		}
-	}
-}
-
-func (t *Tracker) replyWorker() {
-	defer t.workers.Done()
-	for j := range t.jobs {
-		t.recordReply(j)
-	}
-}
-
-// recordReply adds a reply to its command's status: only a command this
-// correlation ID names in this org, from its target node (any node for a
-// broadcast), first reply per node. When the store knows the command
-// without holding it (a ReplyRecorder: the bounded Kafka view), the
-// store records the reply itself, so no reply is lost to the view's
-// bounds.
-func (t *Tracker) recordReply(j replyJob) {
-	m := j.m
-	ctx, cancel := context.WithTimeout(t.ctx, statusWriteTimeout)
-	defer cancel()
-	correlationID := string(m.CorrelationData)
-	r := bridge.NewReply(m.Node, j.payload, j.contentType, m.ReceivedAt)
-	r.DeadLettered = j.deadLettered
-	var first, held, matched bool
-	var latency time.Duration
-	var err error
-	for attempt := 1; ; attempt++ {
-		var s *bridge.CommandStatus
-		s, _, err = t.update(ctx, m.Org, correlationID, nil, func(cur *bridge.CommandStatus) *bridge.CommandStatus {
-			first, held = false, cur != nil
-			if cur == nil || !cur.Broadcast && cur.Node != m.Node {
-				return nil
-			}
-			final := len(cur.Replies) > 0 || !cur.FailedAt.IsZero() || !cur.ExpiredAt.IsZero()
-			if !cur.AddReply(r) {
-				return nil
-			}
-			if !final && len(cur.Replies) > 0 {
-				first = true
-				if !cur.PublishedAt.IsZero() {
-					latency = r.ReceivedAt.Sub(cur.PublishedAt)
-				}
-			}
-			return cur
-		})
-		matched = s != nil
-		rr, ok := t.storeOf().(bridge.ReplyRecorder)
-		if err != nil || held || !ok {
-			break
-		}
-		matched, first, err = rr.RecordReply(ctx, m.Org, correlationID, r)
-		if errors.Is(err, bridge.ErrStatusConflict) && attempt < 3 {
-			continue // the store caught up and now holds the command
-		}
-		first = first && matched
-		latency = 0
-		break
-	}
-	if err != nil {
-		if t.ctx.Err() == nil {
-			t.log.Warn("command status not recorded", "step", bridge.StatusReplied, "org", m.Org, "node", m.Node, "correlation_id", correlationID, "err", err)
-		}
-		return
-	}
-	if !matched {
-		t.log.Debug("reply matches no tracked command", "org", m.Org, "node", m.Node, "correlation_id", correlationID, "held", held)
-		return
-	}
-	if first {
-		t.metrics.CommandCompleted(bridge.StatusReplied)
-		if latency > 0 {
-			t.metrics.CommandReplied(latency)
-		}
-	}
-}
-
 // Close stops the expiry timer and intake of replies, lets the workers
 // finish the queued reply updates until ctx ends, then cancels what is
 // left and waits for the workers. It does not close the store. Calling it
@@ -491,7 +401,11 @@ func (t *Tracker) Close(ctx context.Context) error {
 	}
 	t.closed = true
 	close(t.jobs)
+	started := t.ctx != nil
 	t.mu.Unlock()
+	if !started {
+		return nil
+	}
 	t.exp.stop()
 
 	done := make(chan struct{})
