@@ -48,7 +48,7 @@ type Publisher struct {
 	abort       context.Context
 	abortCancel context.CancelFunc
 
-	observer bridge.PublishObserver         // command tracking; nil: none (see Observe)
+	observer bridge.PublishObserver  // command tracking; nil: none (see Observe)
 	metrics  bridge.PublisherMetrics // never nil (NopMetrics by default)
 
 	mu       sync.Mutex
