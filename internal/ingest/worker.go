@@ -281,11 +281,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}()
 	select {
 	case <-waited:
-		// paho sends manual acks on its ticker: give it two ticks.
-		select {
-		case <-time.After(2 * w.cfg.AckInterval):
-		case <-ctx.Done():
-		}
+		// Disconnect (patched paho) sends the PUBACKs of what is written.
 	case <-ctx.Done():
 		w.log.Warn("shutdown timeout: messages left un-acked for redelivery", "inflight", w.Inflight())
 	}

@@ -52,16 +52,20 @@ type bufConn struct {
 
 	kick      chan struct{}
 	closed    chan struct{}
+	flushed   chan struct{} // closed when the flusher has returned
 	closeOnce sync.Once
 }
 
-func newBufConn(c net.Conn) *bufConn {
+// startBufConn wraps c and starts its flusher goroutine, which the
+// connection owns: Close stops it and waits for it.
+func startBufConn(c net.Conn) *bufConn {
 	b := &bufConn{
-		Conn:   c,
-		r:      bufio.NewReaderSize(c, connReadBuffer),
-		w:      bufio.NewWriterSize(c, connWriteBuffer),
-		kick:   make(chan struct{}, 1),
-		closed: make(chan struct{}),
+		Conn:    c,
+		r:       bufio.NewReaderSize(c, connReadBuffer),
+		w:       bufio.NewWriterSize(c, connWriteBuffer),
+		kick:    make(chan struct{}, 1),
+		closed:  make(chan struct{}),
+		flushed: make(chan struct{}),
 	}
 	go b.flushLoop()
 	return b
@@ -93,6 +97,7 @@ func (b *bufConn) Unlock() {
 }
 
 func (b *bufConn) flushLoop() {
+	defer close(b.flushed)
 	for {
 		select {
 		case <-b.kick:
@@ -106,17 +111,39 @@ func (b *bufConn) flushLoop() {
 		if err != nil {
 			// bufio keeps the error for the next Write; closing the
 			// connection also ends paho's reader, so paho notices now.
-			_ = b.Close()
+			b.closeOnce.Do(func() { close(b.closed) })
+			_ = b.Conn.Close()
 			return
 		}
 	}
 }
 
-// Close stops the flusher and closes the connection. What is still
-// buffered is dropped, as it would be by a connection that broke.
+// closeFlushTimeout bounds the last flush of Close, so that closing a
+// connection whose peer stopped reading does not hang.
+const closeFlushTimeout = time.Second
+
+// Close sends what is still buffered (the last PUBACKs and the DISCONNECT
+// of a clean shutdown; at most closeFlushTimeout), stops the flusher,
+// waits for it and closes the connection.
 func (b *bufConn) Close() error {
-	b.closeOnce.Do(func() { close(b.closed) })
-	return b.Conn.Close()
+	first := false
+	b.closeOnce.Do(func() {
+		first = true
+		close(b.closed)
+	})
+	if first {
+		// The deadline first: it also ends a write blocked on a peer that
+		// stopped reading, whose goroutine holds the lock.
+		_ = b.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
+		b.mu.Lock()
+		if b.w.Buffered() > 0 {
+			_ = b.w.Flush()
+		}
+		b.mu.Unlock()
+	}
+	err := b.Conn.Close()
+	<-b.flushed
+	return err
 }
 
 // connector returns autopaho's AttemptConnection for the bridge, with TCP
@@ -178,5 +205,5 @@ func attemptConnection(ctx context.Context, cfg autopaho.ClientConfig, u *url.UR
 	if err != nil {
 		return nil, err
 	}
-	return newBufConn(c), nil
+	return startBufConn(c), nil
 }

@@ -15,7 +15,7 @@ import (
 // piece each, and that a lone packet is flushed without further writes.
 func TestBufConnPacketsWhole(t *testing.T) {
 	client, server := net.Pipe()
-	c := newBufConn(client)
+	c := startBufConn(client)
 	defer c.Close()
 	if _, ok := net.Conn(c).(sync.Locker); !ok {
 		t.Fatal("bufConn must implement sync.Locker")

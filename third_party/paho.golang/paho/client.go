@@ -984,6 +984,16 @@ func (c *Client) expectConnack(packet chan<- *packets.Connack, errs chan<- error
 // is closed.
 func (c *Client) Disconnect(d *Disconnect) error {
 	c.debug.Println("disconnecting", d)
+	if c.config.EnableManualAcknowledgment {
+		// nr-bridge patch: send the PUBACKs of the messages already
+		// acknowledged (Ack) before DISCONNECT, instead of leaving them to
+		// the next tick of the ack routine, which Disconnect stops.
+		c.acksTracker.flush(func(pbs []*packets.Publish) {
+			for _, pb := range pbs {
+				c.ack(pb)
+			}
+		})
+	}
 	_, err := d.Packet().WriteTo(c.config.Conn)
 
 	c.close()
