@@ -109,7 +109,7 @@ func (f *flight) done(err error) {
 		return
 	}
 	w.metrics.WriteError()
-	permanent := errors.Is(err, bridge.ErrPermanent)
+	permanent := !bridge.Retryable(err)
 	switch {
 	case permanent && f.m.DeadLetter == "":
 		f.deadLetter(err)

@@ -35,7 +35,7 @@ func (s *replySink) Write(ctx context.Context, m *bridge.Message, done func(erro
 		switch {
 		case err == nil && m.DeadLetter == "":
 			s.t.enqueueReply(j)
-		case errors.Is(err, bridge.ErrPermanent):
+		case err != nil && !bridge.Retryable(err):
 			j.deadLettered = true
 			s.t.enqueueReply(j)
 		}
