@@ -17,12 +17,12 @@ var mutations = []Mutation{
 		fut, err = s.js.PublishMsgAsync(msg)
 	}
 `,
-		Tests: []Test{{Pkg: "./bridge/", Run: "^(TestForwardEventsAndReplies|TestBackboneOutage)$"}},
+		Tests: []Test{{Pkg: "./internal/ingest/", Run: "^(TestForwardEventsAndReplies|TestBackboneOutage)$"}},
 	},
 	{
 		Name:    "ack-before-write",
 		Promise: "a message is acknowledged (PUBACK) only after the backbone stored it",
-		File:    "bridge/worker.go",
+		File:    "internal/ingest/flight.go",
 		Search: `	w.sink.Write(w.ctx, m, f.done)
 	return true, nil
 `,
@@ -31,37 +31,37 @@ var mutations = []Mutation{
 	return true, nil
 `,
 		Tests: []Test{
-			{Pkg: "./bridge/", Run: "^(TestShutdownMidRetryDoesNotAck|TestAckAfterRetriedWrite|TestBackboneOutage)$"},
+			{Pkg: "./internal/ingest/", Run: "^(TestShutdownMidRetryDoesNotAck|TestAckAfterRetriedWrite|TestBackboneOutage)$"},
 			{Pkg: "./cmd/nr-bridge/", Run: "^TestBinaryCrashRedelivers$"},
 		},
 	},
 	{
 		Name:    "ack-on-write-error",
 		Promise: "a failed write is retried, never acknowledged",
-		File:    "bridge/worker.go",
+		File:    "internal/ingest/flight.go",
 		Search: `	w := f.w
 	if err == nil {
 		if f.m.DeadLetter != "" {`,
 		Replace: `	w := f.w
 	if true {
 		if f.m.DeadLetter != "" {`,
-		Tests: []Test{{Pkg: "./bridge/", Run: "^(TestAckAfterRetriedWrite|TestShutdownMidRetryDoesNotAck|TestBackboneOutage)$"}},
+		Tests: []Test{{Pkg: "./internal/ingest/", Run: "^(TestAckAfterRetriedWrite|TestShutdownMidRetryDoesNotAck|TestBackboneOutage)$"}},
 	},
 	{
 		Name:    "skips-inflight-wait",
 		Promise: "graceful shutdown: a stopping worker waits for its in-flight writes and their PUBACKs",
-		File:    "bridge/worker.go",
+		File:    "internal/ingest/worker.go",
 		Search:  `		for w.inflight > 0 && w.ctx.Err() == nil {`,
 		Replace: `		for false && w.inflight > 0 && w.ctx.Err() == nil {`,
 		Tests: []Test{
-			{Pkg: "./bridge/", Run: "^(TestStopWaitsForInflightWrites|TestForwardEventsAndReplies|TestBackboneOutage|TestShutdownMidRetryDoesNotAck)$"},
+			{Pkg: "./internal/ingest/", Run: "^(TestStopWaitsForInflightWrites|TestForwardEventsAndReplies|TestBackboneOutage|TestShutdownMidRetryDoesNotAck)$"},
 			{Pkg: "./cmd/nr-bridge/", Run: "^TestBinaryGracefulShutdownUnderLoad$"},
 		},
 	},
 	{
 		Name:    "drops-dead-letter",
 		Promise: "the bridge never drops a message it received: a permanent write error is dead-lettered",
-		File:    "bridge/worker.go",
+		File:    "internal/ingest/flight.go",
 		Search: `	case permanent && f.m.DeadLetter == "":
 		f.deadLetter(err)
 		return
@@ -71,15 +71,15 @@ var mutations = []Mutation{
 		w.release(f, false)
 		return
 `,
-		Tests: []Test{{Pkg: "./bridge/", Run: "^(TestOversizedEventDeadLettered|TestRejectedWriteDeadLettered)$"}},
+		Tests: []Test{{Pkg: "./internal/ingest/", Run: "^(TestOversizedEventDeadLettered|TestRejectedWriteDeadLettered)$"}},
 	},
 	{
 		Name:    "poison-never-dead-lettered",
 		Promise: "a message the backbone keeps refusing while it takes later ones is dead-lettered as poison, so the worker acknowledges again",
-		File:    "bridge/worker.go",
+		File:    "internal/ingest/flight.go",
 		Search:  `	if f.m.DeadLetter == "" && f.attempt >= poisonAttempts && w.laterWritten(f) {`,
 		Replace: `	if false && f.m.DeadLetter == "" && f.attempt >= poisonAttempts && w.laterWritten(f) {`,
-		Tests:   []Test{{Pkg: "./bridge/", Run: "^TestPoisonDeadLettered$"}},
+		Tests:   []Test{{Pkg: "./internal/ingest/", Run: "^TestPoisonDeadLettered$"}},
 	},
 	{
 		Name:    "org-id-not-checked",
@@ -89,7 +89,7 @@ var mutations = []Mutation{
 	if orgID == "" {`,
 		Replace: `func InScope(topic, orgID string) bool {
 	if true || orgID == "" {`,
-		Tests: []Test{{Pkg: "./bridge/", Run: "^(TestInScope|TestScopeChange)$"}},
+		Tests: []Test{{Pkg: "./internal/ingest/", Run: "^(TestInScope|TestScopeChange)$"}},
 	},
 	{
 		Name:    "org-id-not-subscribed",
@@ -99,7 +99,7 @@ var mutations = []Mutation{
 	if orgID != "" {`,
 		Replace: `	org := "+"
 	if false && orgID != "" {`,
-		Tests: []Test{{Pkg: "./bridge/", Run: "^(TestSubscriptionFilters|TestScopeChange)$"}},
+		Tests: []Test{{Pkg: "./bridge/", Run: "^TestSubscriptionFilters$"}, {Pkg: "./internal/ingest/", Run: "^TestScopeChange$"}},
 	},
 	{
 		Name:    "kafka-commit-before-puback",
@@ -115,7 +115,7 @@ var mutations = []Mutation{
 		File:    "bridge/message.go",
 		Search:  `	return hasPrefixFold(name, "nr-") || hasPrefixFold(name, "nats-") || strings.EqualFold(name, HeaderContentType)`,
 		Replace: `	return false && (hasPrefixFold(name, "nr-") || hasPrefixFold(name, "nats-") || strings.EqualFold(name, HeaderContentType))`,
-		Tests:   []Test{{Pkg: "./bridge/", Run: "^(TestReservedPropertiesDropped|TestReservedPropertiesNeverReachJetStream)$"}},
+		Tests:   []Test{{Pkg: "./bridge/", Run: "^TestReservedPropertiesDropped$"}, {Pkg: "./internal/ingest/", Run: "^TestReservedPropertiesNeverReachJetStream$"}},
 	},
 	{
 		Name:    "dedupe-not-scoped",
@@ -129,7 +129,7 @@ var mutations = []Mutation{
 	}
 	if m.MsgID == "" {`,
 		Tests: []Test{
-			{Pkg: "./bridge/", Run: "^(TestDedupeIDScopedToNode|TestDedupeScopedToNode)$"},
+			{Pkg: "./bridge/", Run: "^TestDedupeIDScopedToNode$"}, {Pkg: "./internal/ingest/", Run: "^TestDedupeScopedToNode$"},
 			{Pkg: "./sinks/natsjs/", Run: "^TestNatsMsgDedupeID$"},
 		},
 	},
@@ -141,7 +141,7 @@ var mutations = []Mutation{
 		Replace: `		vals = append(vals, m.MsgID)`,
 		Tests: []Test{
 			{Pkg: "./sinks/natsjs/", Run: "^TestNatsMsgDedupeID$"},
-			{Pkg: "./bridge/", Run: "^TestDedupeScopedToNode$"},
+			{Pkg: "./internal/ingest/", Run: "^TestDedupeScopedToNode$"},
 		},
 	},
 	{
@@ -152,7 +152,7 @@ var mutations = []Mutation{
 	if size <= limit {`,
 		Replace: `	size := headersSize(headers) + len(payload)
 	if true || size <= limit {`,
-		Tests: []Test{{Pkg: "./bridge/", Run: "^(TestFitDeadLetter|TestOversizedEventDeadLettered|TestHeadersTooLargeDeadLettered)$"}},
+		Tests: []Test{{Pkg: "./bridge/", Run: "^TestFitDeadLetter$"}, {Pkg: "./internal/ingest/", Run: "^(TestOversizedEventDeadLettered|TestHeadersTooLargeDeadLettered)$"}},
 	},
 	{
 		Name:    "permanent-as-transient",
@@ -162,7 +162,7 @@ var mutations = []Mutation{
 	if err == nil {`,
 		Replace: `func Permanent(err error) bool {
 	if true || err == nil {`,
-		Tests: []Test{{Pkg: "./bridge/", Run: "^TestRejectedWriteDeadLettered$"}},
+		Tests: []Test{{Pkg: "./internal/ingest/", Run: "^TestRejectedWriteDeadLettered$"}},
 	},
 	{
 		Name:    "command-case-variants",
