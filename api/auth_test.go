@@ -43,7 +43,7 @@ func startPublisher(t *testing.T, orgID string) *publisher.Publisher {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = pub.Stop(ctx)
+		_ = pub.Close(ctx)
 	})
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
 	return pub

@@ -60,7 +60,7 @@ func newCmdTestEnv(t *testing.T, orgID string) *cmdTestEnv {
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = pub.Stop(context.Background()) })
+	t.Cleanup(func() { _ = pub.Close(context.Background()) })
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
 	h := api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, orgID, nil)})
 	return &cmdTestEnv{broker: broker, sub: sub, pub: pub, h: h}
@@ -357,7 +357,7 @@ func TestCommandHandlerNoLeak(t *testing.T) {
 	if rec.Code != http.StatusAccepted {
 		t.Fatalf("status %d %s", rec.Code, rec.Body)
 	}
-	if err := pub.Stop(context.Background()); err != nil {
+	if err := pub.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	req = httptest.NewRequest(http.MethodPost, "/org/o1/node/n1/cmd", bytes.NewReader(cmdBody("c", nil)))

@@ -181,7 +181,7 @@ func startTrackReplicaWith(t *testing.T, bb trackBackbone, brokerURL, name strin
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = pub.Stop(context.Background()) })
+	t.Cleanup(func() { _ = pub.Close(context.Background()) })
 	recv := ingest.NewReceiver(cfg, tr.WrapSink(sink), log)
 	if err := recv.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -189,7 +189,7 @@ func startTrackReplicaWith(t *testing.T, bb trackBackbone, brokerURL, name strin
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		_ = recv.Stop(ctx)
+		_ = recv.Close(ctx)
 	})
 	testserver.WaitFor(t, 10*time.Second, name+" connected", func() bool { return pub.Ready() == nil && recv.Ready() == nil })
 	deps := api.Deps{Log: log, Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, "", nil), Statuses: tr, Metrics: m}

@@ -153,7 +153,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	stopPublisher := func() error {
 		pctx, pcancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer pcancel()
-		return errors.Join(pub.Stop(pctx), tr.Close(pctx))
+		return errors.Join(pub.Close(pctx), tr.Close(pctx))
 	}
 	m.SetBackboneCheck(backboneReady)
 	handler := api.NewHandler(api.Deps{
@@ -195,7 +195,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err := bb.StartCommands(ctx, pub); err != nil && ctx.Err() == nil {
 		sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer scancel()
-		return errors.Join(err, stopHTTP(cfg, srv, httpDone), receiver.Stop(sctx), stopPublisher(), bb.Close(sctx))
+		return errors.Join(err, stopHTTP(cfg, srv, httpDone), receiver.Close(sctx), stopPublisher(), bb.Close(sctx))
 	}
 
 	var runErr error
@@ -238,7 +238,7 @@ func shutdown(cfg *Config, log *slog.Logger, srv *api.Server, httpDone chan erro
 		defer close(cmdDone)
 		cmdErr = bb.StopCommands(cctx)
 	}()
-	errs = append(errs, receiver.Stop(wctx))
+	errs = append(errs, receiver.Close(wctx))
 	<-cmdDone
 	errs = append(errs, cmdErr)
 	// Writes still pending in the backbone belong to messages the workers
@@ -250,7 +250,7 @@ func shutdown(cfg *Config, log *slog.Logger, srv *api.Server, httpDone chan erro
 
 	pctx, pcancel := plan.stage(sharePublisher, shareTracker+shareBackbone)
 	defer pcancel()
-	errs = append(errs, pub.Stop(pctx))
+	errs = append(errs, pub.Close(pctx))
 	tctx, tcancel := plan.stage(shareTracker, shareBackbone)
 	defer tcancel()
 	errs = append(errs, tr.Close(tctx)) // the last reply status updates, before the store closes

@@ -129,7 +129,7 @@ func StartJetStreamBridge(t testing.TB, cfg *mqttconn.Config, natsURL string, sc
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := r.Stop(ctx); err != nil {
+		if err := r.Close(ctx); err != nil {
 			t.Errorf("stop receiver: %v", err)
 		}
 		if err := sink.Close(ctx); err != nil {

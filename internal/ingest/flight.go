@@ -191,7 +191,7 @@ func (f *flight) ack() {
 	}
 }
 
-// schedule writes the message again after d, unless Stop comes first;
+// schedule writes the message again after d, unless Close comes first;
 // err is the failure that made it, kept for the stall report.
 func (f *flight) schedule(d time.Duration, err error) {
 	w := f.w
@@ -213,7 +213,7 @@ func (f *flight) retry() {
 	delete(w.retries, f)
 	w.mu.Unlock()
 	if !pending {
-		return // Stop took it over
+		return // Close took it over
 	}
 	w.sink.Write(w.ctx, f.m, f.done)
 }

@@ -360,7 +360,7 @@ func stopWorkers(t *testing.T, r *ingest.Receiver, timeout time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := r.Stop(ctx); err != nil {
+	if err := r.Close(ctx); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 }

@@ -75,15 +75,15 @@ func (r *Receiver) Ready() error {
 	return nil
 }
 
-// Stop stops all workers in parallel; see Worker.Stop.
-func (r *Receiver) Stop(ctx context.Context) error {
+// Close stops all workers in parallel; see Worker.Close.
+func (r *Receiver) Close(ctx context.Context) error {
 	var wg sync.WaitGroup
 	errs := make([]error, len(r.workers))
 	for i, w := range r.workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = w.Stop(ctx)
+			errs[i] = w.Close(ctx)
 		}()
 	}
 	wg.Wait()

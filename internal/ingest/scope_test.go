@@ -74,7 +74,7 @@ func runScoped(t *testing.T, mqURL, natsURL, clientID, orgID string, m bridge.Me
 		once.Do(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			if err := r.Stop(ctx); err != nil {
+			if err := r.Close(ctx); err != nil {
 				t.Errorf("stop receiver: %v", err)
 			}
 			if err := sink.Close(ctx); err != nil {

@@ -188,7 +188,7 @@ func (w *Worker) Inflight() int {
 }
 
 // Start opens the connection in the background; autopaho reconnects with
-// the configured backoff until Stop. It fails only on a bad configuration.
+// the configured backoff until Close. It fails only on a bad configuration.
 func (w *Worker) Start(ctx context.Context) error {
 	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	rm := uint16(w.cfg.MaxInflight)
@@ -256,10 +256,10 @@ func (w *Worker) onConnectionUp(cm *autopaho.ConnectionManager, ca *paho.Connack
 	}()
 }
 
-// Stop stops intake, waits until every in-flight message is written and its
+// Close stops intake, waits until every in-flight message is written and its
 // PUBACK sent (or ctx ends; what is left is not acked and the broker
 // redelivers it), then disconnects cleanly so the broker keeps the session.
-func (w *Worker) Stop(ctx context.Context) error {
+func (w *Worker) Close(ctx context.Context) error {
 	if w.cm == nil {
 		return nil
 	}

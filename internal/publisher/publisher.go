@@ -115,7 +115,7 @@ func (p *Publisher) OrgID() string { return p.cfg.OrgID }
 func (p *Publisher) Limits() bridge.CommandLimits { return p.limits }
 
 // Start opens the connection in the background; autopaho reconnects with
-// the MQTT_RECONNECT_MIN/MAX backoff until Stop. It does not wait for the
+// the MQTT_RECONNECT_MIN/MAX backoff until Close. It does not wait for the
 // broker (see Ready) and fails only on a bad configuration or a second call.
 func (p *Publisher) Start(ctx context.Context) error {
 	// The receive maximum only sizes the inbound queue: the publisher
@@ -157,7 +157,7 @@ func (p *Publisher) Start(ctx context.Context) error {
 }
 
 // Ready returns nil while the connection to the broker is up, else an error
-// wrapping ErrNotConnected (or ErrClosed after Stop).
+// wrapping ErrNotConnected (or ErrClosed after Close).
 func (p *Publisher) Ready() error {
 	p.mu.Lock()
 	closed := p.closed
@@ -185,7 +185,7 @@ func (p *Publisher) Ready() error {
 // ErrNotConnected (also matching autopaho.ConnectionDownError) while the
 // connection is down, ErrPublishTimeout when no PUBACK came in time (the
 // command may still be delivered), *RefusedError for a reason code >= 0x80,
-// ErrClosed after Stop, and ctx.Err() wrapped when ctx ended first. A PUBACK
+// ErrClosed after Close, and ctx.Err() wrapped when ctx ended first. A PUBACK
 // with 0x10 (no matching subscribers) is a success. Retrying is the caller's
 // decision: see Retryable.
 func (p *Publisher) Publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error) {
@@ -326,11 +326,11 @@ func messageExpiry(remaining time.Duration) uint32 {
 	return uint32(sec)
 }
 
-// Stop refuses new commands (ErrClosed), waits until the Publish calls in
+// Close refuses new commands (ErrClosed), waits until the Publish calls in
 // progress have their PUBACK or error (until ctx ends; those still waiting
 // then return ErrClosed, and the broker may or may not have the command),
 // then disconnects cleanly. Calling it again is a no-op.
-func (p *Publisher) Stop(ctx context.Context) error {
+func (p *Publisher) Close(ctx context.Context) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()

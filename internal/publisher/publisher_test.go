@@ -66,7 +66,7 @@ func startPublisher(t *testing.T, cfg *mqttconn.Config) *Publisher {
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)
 	}
-	t.Cleanup(func() { _ = p.Stop(context.Background()) })
+	t.Cleanup(func() { _ = p.Close(context.Background()) })
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return p.Ready() == nil })
 	return p
 }
@@ -307,10 +307,10 @@ func TestPublisherStop(t *testing.T) {
 	if _, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, cmd, bridge.SourceHTTP); err != nil {
 		t.Fatalf("Publish: %v", err)
 	}
-	if err := p.Stop(context.Background()); err != nil {
+	if err := p.Close(context.Background()); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
-	if err := p.Stop(context.Background()); err != nil {
+	if err := p.Close(context.Background()); err != nil {
 		t.Fatalf("second Stop: %v", err)
 	}
 	if _, err := p.Publish(context.Background(), bridge.Target{Org: "o1", Node: "n1"}, cmd, bridge.SourceHTTP); !errors.Is(err, bridge.ErrClosed) {

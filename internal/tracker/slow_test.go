@@ -135,7 +135,7 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := r.Stop(ctx); err != nil {
+		if err := r.Close(ctx); err != nil {
 			t.Errorf("stop receiver: %v", err)
 		}
 	})

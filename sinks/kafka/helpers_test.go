@@ -62,7 +62,7 @@ func startReceiver(t *testing.T, cfg *mqttconn.Config, sink bridge.Sink) *ingest
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := r.Stop(ctx); err != nil {
+		if err := r.Close(ctx); err != nil {
 			t.Errorf("stop receiver: %v", err)
 		}
 	})

@@ -231,7 +231,7 @@ func TestCrashedMemberKeepsOrderAndCommitsOnlyOwned(t *testing.T) {
 	crashed := time.Now()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
-	if err := aPub.Stop(sctx); err != nil { // the whole process is gone
+	if err := aPub.Close(sctx); err != nil { // the whole process is gone
 		t.Fatal(err)
 	}
 	// The crashed member's partitions still held commands it had not

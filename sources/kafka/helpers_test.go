@@ -70,7 +70,7 @@ func startNamedPublisher(t *testing.T, brokerURL, clientID string) *publisher.Pu
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = pub.Stop(ctx)
+		_ = pub.Close(ctx)
 	})
 	return pub
 }

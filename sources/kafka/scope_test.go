@@ -28,7 +28,7 @@ func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) *publ
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_ = pub.Stop(ctx)
+		_ = pub.Close(ctx)
 	})
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
 	return pub

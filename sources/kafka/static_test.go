@@ -71,7 +71,7 @@ func TestStaticMemberResumesAfterCrash(t *testing.T) {
 	a.Crash()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := aPub.Stop(ctx); err != nil { // the whole process is gone
+	if err := aPub.Close(ctx); err != nil { // the whole process is gone
 		t.Fatal(err)
 	}
 	if n := leaves.Load(); n != 0 {

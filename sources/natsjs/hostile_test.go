@@ -73,7 +73,7 @@ func startReasonReplica(t *testing.T, natsURL string, mqtt *mqttconn.Config) *re
 		if err := src.Stop(sctx); err != nil {
 			t.Errorf("source Stop: %v", err)
 		}
-		if err := pub.Stop(sctx); err != nil {
+		if err := pub.Close(sctx); err != nil {
 			t.Errorf("publisher Stop: %v", err)
 		}
 		_ = sink.Close(sctx)

@@ -52,7 +52,7 @@ func startScopedReplica(t *testing.T, natsURL, brokerURL, clientID, orgID, consu
 		if err := src.Stop(sctx); err != nil {
 			t.Errorf("source Stop: %v", err)
 		}
-		if err := pub.Stop(sctx); err != nil {
+		if err := pub.Close(sctx); err != nil {
 			t.Errorf("publisher Stop: %v", err)
 		}
 		_ = sink.Close(sctx)
