@@ -330,9 +330,13 @@ func TestCommandMetrics(t *testing.T) {
 	})
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
 	h := api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(pub, bridge.CommandLimits{}, "acme", m), Metrics: m})
+	var postAs func(path, contentType, body string) int
 	post := func(path, body string) int {
+		return postAs(path, "application/json", body)
+	}
+	postAs = func(path, contentType, body string) int {
 		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		return rec.Code
@@ -347,6 +351,12 @@ func TestCommandMetrics(t *testing.T) {
 	if code := post("/org/other/node/n1/cmd", good); code != http.StatusForbidden {
 		t.Fatalf("out of scope: %d", code)
 	}
+	if code := postAs("/org/acme/node/n1/cmd", "text/plain", good); code != http.StatusUnsupportedMediaType {
+		t.Fatalf("text/plain: %d", code)
+	}
+	if code := post("/org/acme/node/n1/cmd", strings.Repeat(" ", api.DefaultMaxBody+1)); code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("body over HTTP_MAX_BODY: %d", code)
+	}
 	fams := scrape(t, h)
 	checks := []struct {
 		name   string
@@ -356,6 +366,9 @@ func TestCommandMetrics(t *testing.T) {
 		{"nr_bridge_commands_published_total", []string{"source", "http"}, 1},
 		{"nr_bridge_commands_refused_total", []string{"source", "http", "reason", "invalid_command"}, 1},
 		{"nr_bridge_commands_refused_total", []string{"source", "http", "reason", "out_of_scope"}, 1},
+		{"nr_bridge_commands_refused_total", []string{"source", "http", "reason", "unsupported_media_type"}, 1},
+		{"nr_bridge_commands_refused_total", []string{"source", "http", "reason", "too_large"}, 1},
+		{"nr_bridge_commands_refused_total", []string{"source", "http", "reason", "other"}, 0},
 		{"nr_bridge_command_publish_latency_seconds", []string{"source", "http"}, 1},
 		{"nr_bridge_mqtt_connected", []string{"connection", "cm-pub"}, 1},
 	}
