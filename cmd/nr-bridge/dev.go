@@ -194,7 +194,7 @@ func tryCommands(u devURLs, now time.Time) (pub, sub, cmd, sim string) {
 	mq, _ := url.Parse(u.mqtt)
 	pub = fmt.Sprintf(`mosquitto_pub -V mqttv5 -h %s -p %s -q 1 -t org/demo/node/n1/events -m '{"temp":21.5}'`, mq.Hostname(), mq.Port())
 	if u.kafka != "" {
-		sub = fmt.Sprintf(`kcat -b %s -C -t nr.events -f '%%k %%h %%s\n'`, u.kafka)
+		sub = fmt.Sprintf(`kcat -b %s -q -G nr-watch -X auto.offset.reset=earliest -f '%%t %%k %%h %%s\n' nr.events nr.replies`, u.kafka)
 	} else {
 		sub = fmt.Sprintf(`nats --server %s sub 'nr.>'`, u.nats)
 	}

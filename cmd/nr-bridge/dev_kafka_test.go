@@ -64,7 +64,7 @@ func TestDevModeKafkaEndToEnd(t *testing.T) {
 	if m := p.findLog("dev: NATS server listening"); m != nil {
 		t.Errorf("NATS started with BACKBONE=kafka: %v", m)
 	}
-	if m := p.findLog("dev: watch events and replies with"); m == nil || fmt.Sprint(m["command"]) != "kcat -b "+kafkaAddr+` -C -t nr.events -f '%k %h %s\n'` {
+	if m := p.findLog("dev: watch events and replies with"); m == nil || fmt.Sprint(m["command"]) != "kcat -b "+kafkaAddr+` -q -G nr-watch -X auto.offset.reset=earliest -f '%t %k %h %s\n' nr.events nr.replies` {
 		t.Errorf("watch command = %v, want kcat against %s", m, kafkaAddr)
 	}
 
