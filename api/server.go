@@ -80,7 +80,7 @@ func NewHandler(d Deps) http.Handler {
 	}
 	// Every other route is registered on protected and needs a bearer
 	// token: health, readiness and metrics stay open for probes and
-	// scrapers, the API description for tools (README "Security").
+	// scrapers, the API description for tools (docs/operations.md "Security").
 	protected := http.NewServeMux()
 	if d.Commands != nil {
 		registerCommands(protected, d)

@@ -11,7 +11,7 @@ import (
 // TLSConfig turns the API into HTTPS, optionally with client certificates
 // (mTLS). With HTTP_TLS_CLIENT_CA_FILE every connection needs a client
 // certificate, health probes included: probe over a TCP socket or from a
-// client that has one (README "Security").
+// client that has one (docs/operations.md "Security").
 type TLSConfig struct {
 	CertFile     string `env:"HTTP_TLS_CERT_FILE" desc:"PEM certificate (chain) of the API; with HTTP_TLS_KEY_FILE the API serves HTTPS only"`
 	KeyFile      string `env:"HTTP_TLS_KEY_FILE" desc:"PEM private key for HTTP_TLS_CERT_FILE"`

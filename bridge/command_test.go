@@ -586,7 +586,7 @@ func TestTargetTopics(t *testing.T) {
 			if got := tg.Key(); got != tt.key {
 				t.Errorf("Key = %q, want %q", got, tt.key)
 			}
-			// The DESIGN rules: subject = prefix + topic with / -> .; key =
+			// The contract's rules (docs/contract.md): subject = prefix + topic with / -> .; key =
 			// topic without its last level.
 			if want := "nr." + strings.ReplaceAll(tt.topic, "/", "."); tg.Subject("nr") != want {
 				t.Errorf("Subject %q breaks the rule (want %q)", tg.Subject("nr"), want)

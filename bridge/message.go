@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 )
 
-// Header names set on every forwarded message (DESIGN.md). Sinks add their
+// Header names set on every forwarded message (docs/contract.md). Sinks add their
 // own deduplication header (Nats-Msg-Id or Nr-Msg-Id) from Message.MsgID.
 const (
 	HeaderTopic          = "Nr-Topic"

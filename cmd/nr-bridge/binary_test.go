@@ -302,6 +302,9 @@ func TestBinaryHelpAndVersion(t *testing.T) {
 	if err != nil {
 		t.Fatalf("-h: %v", err)
 	}
+	if !strings.Contains(string(out), "Usage: nr-bridge [-dev [-dev-data DIR]] [-version] [-h]") {
+		t.Errorf("-h usage line does not name -dev:\n%s", out)
+	}
 	for _, v := range envVars(&Config{}) {
 		if !strings.Contains(string(out), v.Name) {
 			t.Errorf("-h does not list %s", v.Name)

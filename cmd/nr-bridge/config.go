@@ -46,7 +46,7 @@ type Config struct {
 	KafkaSink     kafkasink.Config
 	KafkaCommands kafkasource.Config
 
-	// Command tracking (README "Command tracking").
+	// Command tracking (docs/contract.md "Command tracking").
 	Tracking    tracker.Config
 	NATSStatus  natsstatus.Config
 	KafkaStatus kafkastatus.Config
@@ -193,7 +193,7 @@ func explainEnvError(err error) error {
 // printUsage lists every variable with its default.
 func printUsage(w io.Writer) {
 	fmt.Fprintf(w, "nr-bridge %s: joins MQTT agent nodes to NATS JetStream or Kafka.\n\n", version())
-	fmt.Fprintf(w, "Usage: nr-bridge [-version] [-h]\n\nConfiguration is read from the environment:\n\n")
+	fmt.Fprintf(w, "Usage: nr-bridge [-dev [-dev-data DIR]] [-version] [-h]\n\nConfiguration is read from the environment:\n\n")
 	for _, v := range envVars(&Config{}) {
 		def := v.Default
 		if def == "" {

@@ -2,10 +2,14 @@ package main
 
 import (
 	"os"
+	"path/filepath"
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nr-bridge/nr-bridge/internal/devmode"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -56,17 +60,73 @@ func TestLoadConfigErrors(t *testing.T) {
 	}
 }
 
-// TestReadmeListsEveryVariable keeps the README's configuration table true.
-func TestReadmeListsEveryVariable(t *testing.T) {
-	b, err := os.ReadFile("../../README.md")
+// TestConfigurationDocListsEveryVariable keeps docs/configuration.md's one
+// table true: every variable the bridge reads (the Config structs and dev
+// mode's) has exactly one row, whose default is the envDefault tag (or "—"
+// when there is none); every row is a variable the bridge reads; and no
+// other file of docs/ or the README has a variable table of its own.
+func TestConfigurationDocListsEveryVariable(t *testing.T) {
+	b, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	readme := string(b)
-	for _, v := range envVars(&Config{}) {
-		row := regexp.MustCompile("(?m)^\\| `" + regexp.QuoteMeta(v.Name) + "` \\|")
-		if !row.MatchString(readme) {
-			t.Errorf("README has no table row for %s", v.Name)
+	row := regexp.MustCompile("(?m)^\\| `([A-Z][A-Z0-9_]*)` \\| ([^|]*) \\|")
+	rows := map[string][]string{}
+	for _, m := range row.FindAllStringSubmatch(string(b), -1) {
+		rows[m[1]] = append(rows[m[1]], m[2])
+	}
+	vars := envVars(&Config{})
+	dt := reflect.TypeOf(devmode.Config{})
+	for i := range dt.NumField() {
+		f := dt.Field(i)
+		vars = append(vars, envVar{Name: f.Tag.Get("env"), Default: f.Tag.Get("envDefault")})
+	}
+	known := map[string]bool{}
+	for _, v := range vars {
+		known[v.Name] = true
+		defs := rows[v.Name]
+		if len(defs) != 1 {
+			t.Errorf("docs/configuration.md has %d rows for %s, want 1", len(defs), v.Name)
+			continue
+		}
+		switch {
+		case v.Default == "" && v.Name == "MQTT_CLIENT_ID":
+			if !strings.HasPrefix(defs[0], "`nr-control-<hostname>`") {
+				t.Errorf("%s: default %q, want the computed `nr-control-<hostname>`", v.Name, defs[0])
+			}
+		case v.Default == "":
+			if defs[0] != "—" && !strings.Contains(defs[0], "ORG_ID") {
+				t.Errorf("%s has no envDefault; docs/configuration.md says %q, want —", v.Name, defs[0])
+			}
+		case !strings.HasPrefix(defs[0], "`"+v.Default+"`"):
+			t.Errorf("%s: docs/configuration.md default %q, want `%s` (its envDefault)", v.Name, defs[0], v.Default)
+		}
+	}
+	for name := range rows {
+		if !known[name] {
+			t.Errorf("docs/configuration.md has a row for %s, which the bridge does not read", name)
+		}
+	}
+	// One table: other documents link to it instead of repeating rows.
+	others, _ := filepath.Glob("../../docs/*.md")
+	for _, f := range append(others, "../../README.md") {
+		if filepath.Base(f) == "configuration.md" {
+			continue
+		}
+		d, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		header := ""
+		prev := ""
+		for _, line := range strings.Split(string(d), "\n") {
+			if strings.HasPrefix(line, "|") && !strings.HasPrefix(prev, "|") {
+				header = line
+			}
+			prev = line
+			if m := row.FindStringSubmatch(line); m != nil && known[m[1]] && strings.HasPrefix(header, "| variable") {
+				t.Errorf("%s has a variable table with %s: variables belong in docs/configuration.md", f, m[1])
+			}
 		}
 	}
 }

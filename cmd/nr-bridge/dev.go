@@ -27,16 +27,17 @@ import (
 // devDefaults are the addresses -dev uses for the variables that are not
 // set: loopback only, so a laptop does not expose an open broker.
 var devDefaults = map[string]string{
-	"MQTT_URL":  "tcp://127.0.0.1:1883",
-	"NATS_URL":  "nats://127.0.0.1:4222",
-	"HTTP_ADDR": "127.0.0.1:8080",
+	"MQTT_URL":      "tcp://127.0.0.1:1883",
+	"NATS_URL":      "nats://127.0.0.1:4222",
+	"KAFKA_BROKERS": "127.0.0.1:9092",
+	"HTTP_ADDR":     "127.0.0.1:8080",
 }
 
 // devStopTimeout bounds stopping the embedded servers after the bridge.
 const devStopTimeout = 15 * time.Second
 
-// devStatsInterval is how often -dev logs the stream message counts (when
-// they changed).
+// devStatsInterval is how often -dev looks at the stream message (or topic
+// record) counts; it logs them when they changed.
 const devStatsInterval = 10 * time.Second
 
 // devFlags are the command-line flags of dev mode.
@@ -48,7 +49,7 @@ type devFlags struct {
 // addDevFlags registers -dev and -dev-data on fs.
 func addDevFlags(fs *flag.FlagSet) *devFlags {
 	d := &devFlags{}
-	fs.BoolVar(&d.enabled, "dev", false, "run an embedded MQTT broker and NATS server (JetStream) in this process and bridge them: try the bridge with nothing installed")
+	fs.BoolVar(&d.enabled, "dev", false, "run an embedded MQTT broker and NATS server (JetStream), or with BACKBONE=kafka a Kafka broker (kfake), in this process and bridge them: try the bridge with nothing installed")
 	fs.StringVar(&d.dataDir, "dev-data", "", "with -dev: JetStream data directory (default $DEV_DATA_DIR, else "+devmode.DefaultDataDir+")")
 	return d
 }
@@ -63,9 +64,10 @@ func (d *devFlags) applyDefaults(environ map[string]string) {
 	}
 }
 
-// runDev starts the embedded servers where MQTT_URL and NATS_URL point,
-// runs the bridge against them, and stops them after the bridge has shut
-// down (on ctx's end, SIGTERM or SIGINT).
+// runDev starts the embedded servers where MQTT_URL and NATS_URL (or, with
+// BACKBONE=kafka, KAFKA_BROKERS) point, runs the bridge against them, and
+// stops them after the bridge has shut down (on ctx's end, SIGTERM or
+// SIGINT).
 func runDev(ctx context.Context, cfg *Config, d *devFlags, environ map[string]string, log *slog.Logger) error {
 	var dc devmode.Config
 	if err := env.ParseWithOptions(&dc, env.Options{Environment: environ}); err != nil {
@@ -74,38 +76,47 @@ func runDev(ctx context.Context, cfg *Config, d *devFlags, environ map[string]st
 	if d.dataDir != "" {
 		dc.DataDir = d.dataDir
 	}
-	mqttAddr, err := devListenAddr("MQTT_URL", cfg.MQTT.URL, "1883", "tcp", "mqtt")
+	opts, err := devServerAddrs(cfg)
 	if err != nil {
 		return err
 	}
-	natsURL, _, _ := strings.Cut(cfg.NATS.URL, ",")
-	natsAddr, err := devListenAddr("NATS_URL", natsURL, "4222", "nats")
-	if err != nil {
-		return err
+	opts.DataDir, opts.Log = dc.DataDir, log
+	// Every address, the HTTP one included (run binds it after the servers
+	// started), is checked first: all clashes in one error, before
+	// anything starts.
+	addrs := []devmode.Addr{{Variable: "MQTT_URL", Addr: opts.MQTTAddr}}
+	if opts.KafkaAddr != "" {
+		addrs = append(addrs, devmode.Addr{Variable: "KAFKA_BROKERS", Addr: opts.KafkaAddr})
+	} else {
+		addrs = append(addrs, devmode.Addr{Variable: "NATS_URL", Addr: opts.NATSAddr})
 	}
-	// The HTTP port is bound by run, after the servers started; checking it
-	// first means a busy port fails before anything starts.
-	if err := devmode.CheckFree(cfg.HTTP.Addr, "HTTP_ADDR"); err != nil {
+	addrs = append(addrs, devmode.Addr{Variable: "HTTP_ADDR", Addr: cfg.HTTP.Addr})
+	if err := devmode.CheckAllFree(addrs...); err != nil {
 		return err
 	}
 
-	srv, err := devmode.Start(ctx, devmode.Options{MQTTAddr: mqttAddr, NATSAddr: natsAddr, DataDir: dc.DataDir, Log: log})
+	srv, err := devmode.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
 	urls := devURLs{
 		mqtt: "tcp://" + srv.MQTTAddr(),
-		nats: "nats://" + srv.NATSAddr(),
 		http: "http://" + connectable(cfg.HTTP.Addr),
 	}
 	log.Info("dev: MQTT broker listening", "url", urls.mqtt, "broker", "mochi-mqtt (in memory)")
-	log.Info("dev: NATS server listening", "url", urls.nats, "data_dir", dc.DataDir)
+	if srv.KafkaAddr() != "" {
+		urls.kafka = srv.KafkaAddr()
+		log.Info("dev: Kafka broker listening", "brokers", urls.kafka, "broker", "kfake (in memory)")
+	} else {
+		urls.nats = "nats://" + srv.NATSAddr()
+		log.Info("dev: NATS server listening", "url", urls.nats, "data_dir", dc.DataDir)
+	}
 	log.Info("dev: HTTP API listening", "url", urls.http)
 
 	var wg sync.WaitGroup
 	hctx, stopHelpers := context.WithCancel(ctx)
 	wg.Go(func() { announceWhenReady(hctx, urls, dc.DataDir, log) })
-	wg.Go(func() { logStreamCounts(hctx, srv, log) })
+	wg.Go(func() { logStreamCounts(hctx, srv, urls.kafka != "", log) })
 
 	runErr := run(ctx, cfg, log)
 
@@ -118,6 +129,28 @@ func runDev(ctx context.Context, cfg *Config, d *devFlags, environ map[string]st
 		log.Info("dev: embedded servers stopped")
 	}
 	return errors.Join(runErr, stopErr)
+}
+
+// devServerAddrs are the listen addresses of the embedded servers, from
+// MQTT_URL and, by BACKBONE, NATS_URL or KAFKA_BROKERS (the first entry of
+// the list each).
+func devServerAddrs(cfg *Config) (devmode.Options, error) {
+	var o devmode.Options
+	var err error
+	if o.MQTTAddr, err = devListenAddr("MQTT_URL", cfg.MQTT.URL, "1883", "tcp", "mqtt"); err != nil {
+		return o, err
+	}
+	if cfg.Backbone == "kafka" {
+		first, _, _ := strings.Cut(cfg.Kafka.Brokers, ",")
+		o.KafkaAddr = strings.TrimSpace(first)
+		if _, _, err := net.SplitHostPort(o.KafkaAddr); err != nil {
+			o.KafkaAddr = net.JoinHostPort(o.KafkaAddr, "9092") // Kafka's default port, as clients assume
+		}
+		return o, nil
+	}
+	natsURL, _, _ := strings.Cut(cfg.NATS.URL, ",")
+	o.NATSAddr, err = devListenAddr("NATS_URL", natsURL, "4222", "nats")
+	return o, err
 }
 
 // devListenAddr turns a client URL (MQTT_URL, NATS_URL) into the host:port
@@ -150,18 +183,28 @@ func connectable(addr string) string {
 	return net.JoinHostPort(host, port)
 }
 
-// devURLs are where a user reaches the three parts.
-type devURLs struct{ mqtt, nats, http string }
+// devURLs are where a user reaches the three parts; nats is empty with
+// Kafka, kafka (host:port) with NATS.
+type devURLs struct{ mqtt, nats, kafka, http string }
 
 // tryCommands are copy-paste commands for the running dev bridge: publish
-// an event, watch the backbone, send a command (issued now, valid an hour).
-func tryCommands(u devURLs, now time.Time) (pub, sub, cmd string) {
+// an event, watch the backbone, send a command (issued now, valid an hour),
+// and simulate a fleet against the dev broker.
+func tryCommands(u devURLs, now time.Time) (pub, sub, cmd, sim string) {
 	mq, _ := url.Parse(u.mqtt)
 	pub = fmt.Sprintf(`mosquitto_pub -V mqttv5 -h %s -p %s -q 1 -t org/demo/node/n1/events -m '{"temp":21.5}'`, mq.Hostname(), mq.Port())
-	sub = fmt.Sprintf(`nats --server %s sub 'nr.>'`, u.nats)
+	if u.kafka != "" {
+		sub = fmt.Sprintf(`kcat -b %s -q -G nr-watch -X auto.offset.reset=earliest -f '%%t %%k %%h %%s\n' nr.events nr.replies`, u.kafka)
+	} else {
+		sub = fmt.Sprintf(`nats --server %s sub 'nr.>'`, u.nats)
+	}
 	cmd = fmt.Sprintf(`curl -sS -X POST %s/org/demo/node/n1/cmd -H 'Content-Type: application/json' -d '{"type":"ping","version":1,"correlation_id":"demo-%d","issued_at":%d,"ttl_sec":3600,"payload":{}}'`,
 		u.http, now.Unix(), now.Unix())
-	return pub, sub, cmd
+	sim = "go run ./cmd/nr-sim -nodes 100 -rate 10"
+	if u.mqtt != devDefaults["MQTT_URL"] {
+		sim += " -url " + u.mqtt
+	}
+	return pub, sub, cmd, sim
 }
 
 // announceWhenReady waits until /readyz answers 200, then logs the
@@ -190,19 +233,20 @@ func announceWhenReady(ctx context.Context, u devURLs, dataDir string, log *slog
 			break
 		}
 	}
-	pub, sub, cmd := tryCommands(u, time.Now())
-	simCmd := "go run ./cmd/nr-sim -nodes 100 -rate 10"
-	if u.mqtt != devDefaults["MQTT_URL"] {
-		simCmd += " -url " + u.mqtt
-	}
-	log.Info("dev: ready; publish an event with", "command", pub)
+	pub, sub, cmd, sim := tryCommands(u, time.Now())
+	log.Info("dev: ready; simulate a fleet with", "command", sim)
+	log.Info("dev: publish an event with", "command", pub)
 	log.Info("dev: watch events and replies with", "command", sub)
 	log.Info("dev: send a command with", "command", cmd)
 	if stderrIsTerminal() {
+		backbone := fmt.Sprintf("NATS server  %s   (JetStream data in %s)", u.nats, dataDir)
+		if u.kafka != "" {
+			backbone = fmt.Sprintf("Kafka broker %s   (kfake, in memory)", u.kafka)
+		}
 		fmt.Fprintf(os.Stderr, `
-  nr-bridge -dev is ready: broker, NATS and bridge run in this process (Ctrl-C stops all).
+  nr-bridge -dev is ready: broker, backbone and bridge run in this process (Ctrl-C stops all).
     MQTT broker  %s
-    NATS server  %s   (JetStream data in %s)
+    %s
     HTTP API     %s   (/healthz, /readyz)
 
   Simulate a fleet (in another terminal):  %s
@@ -210,7 +254,7 @@ func announceWhenReady(ctx context.Context, u devURLs, dataDir string, log *slog
   Watch the stream:   %s
   Send a command:     %s
 
-`, u.mqtt, u.nats, dataDir, u.http, simCmd, pub, sub, cmd)
+`, u.mqtt, backbone, u.http, sim, pub, sub, cmd)
 	}
 }
 
@@ -221,10 +265,15 @@ func stderrIsTerminal() bool {
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }
 
-// logStreamCounts logs how many messages each JetStream stream holds every
-// devStatsInterval when the counts changed, so a newcomer sees events
-// arriving without a NATS client.
-func logStreamCounts(ctx context.Context, srv *devmode.Servers, log *slog.Logger) {
+// logStreamCounts logs how many messages each JetStream stream holds (with
+// Kafka: how many records each topic holds), looking every
+// devStatsInterval and logging when the counts changed, so a newcomer sees
+// events arriving without a client.
+func logStreamCounts(ctx context.Context, srv *devmode.Servers, kafka bool, log *slog.Logger) {
+	msg := "dev: stream messages"
+	if kafka {
+		msg = "dev: topic records"
+	}
 	tick := time.NewTicker(devStatsInterval)
 	defer tick.Stop()
 	var last map[string]uint64
@@ -234,7 +283,9 @@ func logStreamCounts(ctx context.Context, srv *devmode.Servers, log *slog.Logger
 			return
 		case <-tick.C:
 		}
-		counts, err := srv.StreamMessages()
+		cctx, cancel := context.WithTimeout(ctx, devStatsInterval/2)
+		counts, err := srv.StreamMessages(cctx)
+		cancel()
 		if err != nil || maps.Equal(counts, last) {
 			continue
 		}
@@ -243,6 +294,6 @@ func logStreamCounts(ctx context.Context, srv *devmode.Servers, log *slog.Logger
 		for _, name := range slices.Sorted(maps.Keys(counts)) {
 			attrs = append(attrs, name, counts[name])
 		}
-		log.Info("dev: stream messages", attrs...)
+		log.Info(msg, attrs...)
 	}
 }

@@ -205,7 +205,7 @@ func mqttClient(t *testing.T, addr, clientID string, onPublish func(*paho.Publis
 //
 // MQTT_MAX_INFLIGHT (the workers' Receive Maximum) is set small and the
 // burst is far larger, with the default batched acks: the case that stalls
-// an unpatched mochi broker (FIELD-NOTES 5.1).
+// an unpatched mochi broker (internal/devmode/quota.go).
 func TestDevModeEndToEnd(t *testing.T) {
 	bin := buildBridge(t)
 	mqttAddr := "127.0.0.1:" + strconv.Itoa(testserver.FreePort(t))
@@ -244,7 +244,8 @@ func TestDevModeEndToEnd(t *testing.T) {
 		}
 	}
 	for msg, want := range map[string]string{
-		"dev: ready; publish an event with":  "mosquitto_pub -V mqttv5 -h 127.0.0.1 -p " + strings.Split(mqttAddr, ":")[1],
+		"dev: ready; simulate a fleet with":  "go run ./cmd/nr-sim -nodes 100 -rate 10 -url tcp://" + mqttAddr,
+		"dev: publish an event with":         "mosquitto_pub -V mqttv5 -h 127.0.0.1 -p " + strings.Split(mqttAddr, ":")[1],
 		"dev: watch events and replies with": "nats --server nats://" + natsAddr + " sub 'nr.>'",
 		"dev: send a command with":           "curl -sS -X POST http://" + httpAddr + "/org/demo/node/n1/cmd",
 	} {
@@ -438,32 +439,66 @@ func readStream(t *testing.T, ctx context.Context, js jetstream.JetStream, strea
 
 // TestDevModePortInUse: a busy MQTT port stops -dev before anything starts,
 // with exit code 1 and a message naming the address and MQTT_URL.
+// TestDevModePortInUse checks that -dev reports every busy address in one
+// run, naming each variable, and starts nothing.
 func TestDevModePortInUse(t *testing.T) {
 	bin := buildBridge(t)
-	busy, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var busy []string
+	for range 3 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		busy = append(busy, ln.Addr().String())
 	}
-	defer busy.Close()
-	natsAddr := "127.0.0.1:" + strconv.Itoa(testserver.FreePort(t))
-	p := startDevProcess(t, bin, map[string]string{
-		"MQTT_URL":     "tcp://" + busy.Addr().String(),
-		"NATS_URL":     "nats://" + natsAddr,
-		"HTTP_ADDR":    "127.0.0.1:" + strconv.Itoa(testserver.FreePort(t)),
-		"DEV_DATA_DIR": t.TempDir(),
-	})
-	if code := p.exitCode(t, 30*time.Second); code != 1 {
-		t.Fatalf("exit code %d, want 1", code)
+	kafkaAddr := "127.0.0.1:" + strconv.Itoa(testserver.FreePort(t))
+	tests := []struct {
+		name string
+		env  map[string]string
+		want map[string]string // variable -> busy address the error must name
+		free string            // an address that must still be free afterwards
+	}{
+		{"nats: MQTT and HTTP busy", map[string]string{
+			"MQTT_URL": "tcp://" + busy[0], "NATS_URL": "nats://" + kafkaAddr, "HTTP_ADDR": busy[2],
+		}, map[string]string{"MQTT_URL": busy[0], "HTTP_ADDR": busy[2]}, kafkaAddr},
+		{"nats: all three busy", map[string]string{
+			"MQTT_URL": "tcp://" + busy[0], "NATS_URL": "nats://" + busy[1], "HTTP_ADDR": busy[2],
+		}, map[string]string{"MQTT_URL": busy[0], "NATS_URL": busy[1], "HTTP_ADDR": busy[2]}, ""},
+		{"kafka: all three busy", map[string]string{
+			"BACKBONE": "kafka", "MQTT_URL": "tcp://" + busy[0], "KAFKA_BROKERS": busy[1], "HTTP_ADDR": busy[2],
+		}, map[string]string{"MQTT_URL": busy[0], "KAFKA_BROKERS": busy[1], "HTTP_ADDR": busy[2]}, ""},
 	}
-	m := p.findLog("nr-bridge stopped")
-	errMsg := fmt.Sprint(m["err"])
-	if m == nil || !strings.Contains(errMsg, "MQTT_URL") || !strings.Contains(errMsg, busy.Addr().String()) || !strings.Contains(errMsg, "already in use") {
-		t.Fatalf("stop log = %v, want an error naming MQTT_URL and %s", m, busy.Addr())
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.env["DEV_DATA_DIR"] = t.TempDir()
+			p := startDevProcess(t, bin, tt.env)
+			if code := p.exitCode(t, 30*time.Second); code != 1 {
+				t.Fatalf("exit code %d, want 1", code)
+			}
+			m := p.findLog("nr-bridge stopped")
+			if m == nil {
+				t.Fatalf("no stop log line; stdout %s", p.stdout.String())
+			}
+			errMsg := fmt.Sprint(m["err"])
+			if n := strings.Count(errMsg, "already in use"); n != len(tt.want) {
+				t.Errorf("error names %d busy addresses, want %d: %s", n, len(tt.want), errMsg)
+			}
+			for v, addr := range tt.want {
+				if !strings.Contains(errMsg, v+": "+addr+": address already in use") || !strings.Contains(errMsg, "set "+v+" to a free address") {
+					t.Errorf("error does not name %s %s: %s", v, addr, errMsg)
+				}
+			}
+			if p.findLog("dev: MQTT broker listening") != nil {
+				t.Error("the broker started although addresses were busy")
+			}
+			if tt.free != "" {
+				ln, err := net.Listen("tcp", tt.free)
+				if err != nil {
+					t.Fatalf("%s taken after a failed start: %v", tt.free, err)
+				}
+				ln.Close()
+			}
+		})
 	}
-	// NATS was not started.
-	ln, err := net.Listen("tcp", natsAddr)
-	if err != nil {
-		t.Fatalf("NATS address taken after a failed start: %v", err)
-	}
-	ln.Close()
 }

@@ -11,7 +11,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -26,19 +25,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 	"github.com/nr-bridge/nr-bridge/internal/tracker"
 )
-
-// buildVersion is stamped at build time with -ldflags "-X main.buildVersion=...".
-var buildVersion = ""
-
-func version() string {
-	if buildVersion != "" {
-		return buildVersion
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
 
 func main() {
 	os.Exit(realMain())

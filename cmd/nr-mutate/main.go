@@ -2,7 +2,7 @@
 // deliberate mutation of the production code in its list (mutations.go) it
 // copies the repository to a temporary directory, applies the mutation, an
 // exact search/replace on one file, and runs the tests named to catch it,
-// which must fail. A green suite proves the README's promises only if
+// which must fail. A green suite proves the documented promises only if
 // breaking a promise turns it red; this checks that it does.
 //
 // A mutation whose search text is not found exactly once, or whose mutated
@@ -36,7 +36,7 @@ import (
 // Tests must then fail.
 type Mutation struct {
 	Name    string // short, unique; what the mutation breaks
-	Promise string // the README or DESIGN promise it breaks
+	Promise string // the promise of README.md or docs/ it breaks
 	File    string
 	Search  string // must occur exactly once in File
 	Replace string

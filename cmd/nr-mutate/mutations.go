@@ -1,7 +1,7 @@
 package main
 
 // mutations is the committed list (docs/mutations.md): each breaks one
-// promise of the README or DESIGN.md in the smallest way, and names the
+// promise of README.md or docs/ in the smallest way, and names the
 // tests that must then fail. Search texts are exact and must occur once in
 // File, so a refactoring that moves the code makes nr-mutate fail with "not
 // applied" until the entry is updated, never pass silently.

@@ -12,11 +12,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 	"github.com/nr-bridge/nr-bridge/internal/sim"
 )
 
@@ -26,22 +30,30 @@ func main() {
 
 // options are the flags that shape the output rather than the fleet.
 type options struct {
-	json bool
+	json    bool
+	urlFrom string // where the broker URL came from: -url, MQTT_URL or default
 }
 
-// parseFlags turns the command line into a sim.Config. getenv supplies
-// MQTT_USERNAME and MQTT_PASSWORD as the defaults of -username and
-// -password, so a password need not appear in the process list.
+// parseFlags turns the command line into a sim.Config. getenv supplies the
+// bridge's variables as defaults, so nr-sim reaches the broker the bridge
+// uses without repeating it: MQTT_URL for -url, MQTT_USERNAME and
+// MQTT_PASSWORD for -username and -password (a password need not appear in
+// the process list; user:password@ in the URL works too), and for a TLS URL
+// MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE.
 func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (sim.Config, options, error) {
 	cfg := sim.DefaultConfig()
 	var opts options
+	opts.urlFrom = "default"
+	if u := strings.TrimSpace(getenv("MQTT_URL")); u != "" {
+		cfg.URL, opts.urlFrom = u, "MQTT_URL"
+	}
 	fs := flag.NewFlagSet("nr-sim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "nr-sim: simulate a fleet of MQTT v5 agent nodes (events at a paced rate, answers to commands).\n\nUsage: nr-sim [flags]\n\n")
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.URL, "url", cfg.URL, "broker URL: tcp:// (mqtt://) or ssl:// (tls://, mqtts://)")
+	fs.StringVar(&cfg.URL, "url", cfg.URL, "broker URL: tcp:// (mqtt://) or ssl:// (tls://, mqtts://); default $MQTT_URL, else "+sim.DefaultConfig().URL)
 	fs.StringVar(&cfg.Username, "username", getenv("MQTT_USERNAME"), "MQTT username (default $MQTT_USERNAME)")
 	fs.StringVar(&cfg.Password, "password", getenv("MQTT_PASSWORD"), "MQTT password (default $MQTT_PASSWORD)")
 	fs.IntVar(&cfg.Orgs, "orgs", cfg.Orgs, "number of organizations, named <org-prefix>, <org-prefix>2, ...")
@@ -83,7 +95,40 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (si
 		return cfg, opts, fmt.Errorf("-qos must be 0 or 1, got %d", *qos)
 	}
 	cfg.QoS = byte(*qos)
+	if set["url"] {
+		opts.urlFrom = "-url"
+	}
+	if err := brokerAuth(&cfg, getenv); err != nil {
+		return cfg, opts, err
+	}
 	return cfg, opts, nil
+}
+
+// brokerAuth takes user:password@ out of the URL into the CONNECT
+// credentials (unless -username, -password or their variables gave them)
+// and loads the MQTT_*_FILE TLS files for a TLS URL.
+func brokerAuth(cfg *sim.Config, getenv func(string) string) error {
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return nil // sim.Run reports a bad URL, naming -url
+	}
+	if u.User != nil {
+		if cfg.Username == "" {
+			cfg.Username = u.User.Username()
+		}
+		if p, ok := u.User.Password(); ok && cfg.Password == "" {
+			cfg.Password = p
+		}
+		u.User = nil
+		cfg.URL = u.String()
+	}
+	mc := mqttconn.Config{URL: cfg.URL, CAFile: getenv("MQTT_CA_FILE"), CertFile: getenv("MQTT_CERT_FILE"), KeyFile: getenv("MQTT_KEY_FILE")}
+	tlsCfg, err := mc.TLSConfig()
+	if err != nil {
+		return err
+	}
+	cfg.TLS = tlsCfg
+	return nil
 }
 
 // realMain returns the exit code: 0 after a run (check the failed counts in
@@ -102,6 +147,7 @@ func realMain(args []string, getenv func(string) string, stdout, stderr io.Write
 		h = slog.NewJSONHandler(stderr, nil)
 	}
 	cfg.Logger = slog.New(h)
+	cfg.Logger.Info("connecting to the broker", "url", redact.URLs(cfg.URL), "from", opts.urlFrom)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()

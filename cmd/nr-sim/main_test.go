@@ -5,10 +5,15 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/eclipse/paho.golang/autopaho"
+	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/nr-bridge/nr-bridge/internal/devmode"
 	"github.com/nr-bridge/nr-bridge/internal/sim"
@@ -20,6 +25,7 @@ func TestSimFlags(t *testing.T) {
 	getenv := func(k string) string { return env[k] }
 	tests := []struct {
 		name    string
+		env     map[string]string // instead of env when set
 		args    []string
 		check   func(t *testing.T, c sim.Config)
 		wantErr string
@@ -48,13 +54,46 @@ func TestSimFlags(t *testing.T) {
 					t.Errorf("got %+v", c)
 				}
 			}},
+		{name: "broker from MQTT_URL", env: map[string]string{"MQTT_URL": "tcp://127.0.0.1:1884"}, check: func(t *testing.T, c sim.Config) {
+			if c.URL != "tcp://127.0.0.1:1884" || c.TLS != nil {
+				t.Errorf("URL %q TLS %v, want MQTT_URL's tcp://127.0.0.1:1884 without TLS", c.URL, c.TLS)
+			}
+		}},
+		{name: "-url beats MQTT_URL", env: map[string]string{"MQTT_URL": "tcp://127.0.0.1:1884"}, args: []string{"-url", "tcp://b:1"},
+			check: func(t *testing.T, c sim.Config) {
+				if c.URL != "tcp://b:1" {
+					t.Errorf("URL %q, want -url's tcp://b:1", c.URL)
+				}
+			}},
+		{name: "credentials in MQTT_URL", env: map[string]string{"MQTT_URL": "tcp://u1:p%40ss@b:1"}, check: func(t *testing.T, c sim.Config) {
+			if c.URL != "tcp://b:1" || c.Username != "u1" || c.Password != "p@ss" {
+				t.Errorf("URL %q user %q password %q, want tcp://b:1, u1, p@ss", c.URL, c.Username, c.Password)
+			}
+		}},
+		{name: "MQTT_USERNAME wins over the URL's", env: map[string]string{"MQTT_URL": "tcp://u1:p1@b:1", "MQTT_USERNAME": "u2", "MQTT_PASSWORD": "p2"},
+			check: func(t *testing.T, c sim.Config) {
+				if c.Username != "u2" || c.Password != "p2" {
+					t.Errorf("user %q password %q, want u2 p2", c.Username, c.Password)
+				}
+			}},
+		{name: "TLS URL loads MQTT_CA_FILE", env: map[string]string{"MQTT_URL": "ssl://b:8883", "MQTT_CA_FILE": "/nonexistent/ca.pem"}, wantErr: "MQTT_CA_FILE"},
+		{name: "plain URL ignores the TLS files", env: map[string]string{"MQTT_URL": "tcp://b:1", "MQTT_CA_FILE": "/nonexistent/ca.pem"},
+			check: func(t *testing.T, c sim.Config) {
+				if c.TLS != nil {
+					t.Errorf("TLS config for a tcp:// URL")
+				}
+			}},
 		{name: "rate and total rate", args: []string{"-rate", "1", "-total-rate", "5"}, wantErr: "alternatives"},
 		{name: "qos 2", args: []string{"-qos", "2"}, wantErr: "-qos"},
 		{name: "stray argument", args: []string{"x"}, wantErr: "unexpected argument"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, _, err := parseFlags(tt.args, getenv, io.Discard)
+			ge := getenv
+			if tt.env != nil {
+				ge = func(k string) string { return tt.env[k] }
+			}
+			c, _, err := parseFlags(tt.args, ge, io.Discard)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -138,5 +177,70 @@ func TestSimTextSummary(t *testing.T) {
 	writeTextSummary(&b, sim.Summary{EventsSent: 3})
 	if !strings.Contains(b.String(), "latency   n/a") {
 		t.Fatalf("QoS 0 summary:\n%s", b.String())
+	}
+}
+
+// TestSimUsesMQTTURL is the quick start with MQTT_URL set and no -url:
+// every event reaches the broker MQTT_URL names (a subscriber there counts
+// them), and nr-sim says which broker it connected to.
+func TestSimUsesMQTTURL(t *testing.T) {
+	srv, err := devmode.Start(context.Background(), devmode.Options{
+		MQTTAddr: "127.0.0.1:" + strconv.Itoa(testserver.FreePort(t)),
+		NATSAddr: "127.0.0.1:" + strconv.Itoa(testserver.FreePort(t)),
+		DataDir:  t.TempDir(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Stop(context.Background()) })
+	brokerURL := "tcp://" + srv.MQTTAddr()
+
+	var got atomic.Int64
+	u, _ := url.Parse(brokerURL)
+	up := make(chan struct{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := autopaho.NewConnection(ctx, autopaho.ClientConfig{
+		ServerUrls: []*url.URL{u}, KeepAlive: 30, CleanStartOnInitialConnection: true,
+		OnConnectionUp: func(cm *autopaho.ConnectionManager, _ *paho.Connack) {
+			sctx, scancel := context.WithTimeout(ctx, 10*time.Second)
+			defer scancel()
+			if _, err := cm.Subscribe(sctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "org/+/node/+/events", QoS: 1}}}); err == nil {
+				close(up)
+			}
+		},
+		ClientConfig: paho.ClientConfig{ClientID: "counter", OnPublishReceived: []func(paho.PublishReceived) (bool, error){
+			func(paho.PublishReceived) (bool, error) { got.Add(1); return true, nil },
+		}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Disconnect(context.Background()) }()
+	select {
+	case <-up:
+	case <-time.After(10 * time.Second):
+		t.Fatal("counting subscriber not subscribed")
+	}
+
+	var stdout, stderr bytes.Buffer
+	env := map[string]string{"MQTT_URL": brokerURL}
+	code := realMain([]string{"-nodes", "4", "-rate", "50", "-count", "10", "-conns", "1", "-json", "-progress", "0"},
+		func(k string) string { return env[k] }, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit code %d, stderr:\n%s", code, stderr.String())
+	}
+	testserver.WaitFor(t, 10*time.Second, "40 events at the MQTT_URL broker", func() bool { return got.Load() >= 40 })
+	if n := got.Load(); n != 40 {
+		t.Fatalf("broker of MQTT_URL got %d events, want 40", n)
+	}
+	var line map[string]any
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if strings.Contains(l, `"msg":"connecting to the broker"`) {
+			_ = json.Unmarshal([]byte(l), &line)
+		}
+	}
+	if line["url"] != brokerURL || line["from"] != "MQTT_URL" {
+		t.Fatalf("connecting line = %v, want url %s from MQTT_URL; stderr:\n%s", line, brokerURL, stderr.String())
 	}
 }

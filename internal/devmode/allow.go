@@ -8,7 +8,7 @@ import (
 )
 
 // allowAll lets every client connect, publish and subscribe: mochi denies
-// everything unless an auth hook allows it (FIELD-NOTES 5.1), and dev mode
+// everything unless an auth hook allows it (mochi's README), and dev mode
 // has no users. It is mochi's auth.AllowHook, written out here because
 // importing hooks/auth also pulls in gopkg.in/yaml.v3 (for its ledger), a
 // dependency the module does not otherwise need.

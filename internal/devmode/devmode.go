@@ -1,6 +1,7 @@
 // Package devmode runs the servers `nr-bridge -dev` needs inside the bridge
-// process: an MQTT v5 broker (mochi-mqtt) and a NATS server with JetStream,
-// so a newcomer can try the bridge with nothing installed but Go.
+// process: an MQTT v5 broker (mochi-mqtt) and either a NATS server with
+// JetStream or, for BACKBONE=kafka, a Kafka-compatible broker (franz-go's
+// kfake), so a newcomer can try the bridge with nothing installed but Go.
 //
 // Only cmd/nr-bridge's dev wiring imports this package: the normal mode never
 // starts these servers. They are for trying the bridge out, not for
@@ -10,6 +11,7 @@ package devmode
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -32,9 +34,14 @@ type Config struct {
 type Options struct {
 	// MQTTAddr is the MQTT listener, e.g. 127.0.0.1:1883.
 	MQTTAddr string
-	// NATSAddr is the NATS client listener, e.g. 127.0.0.1:4222.
+	// NATSAddr is the NATS client listener, e.g. 127.0.0.1:4222; empty
+	// when KafkaAddr is set.
 	NATSAddr string
-	// DataDir is the JetStream store directory; created when missing.
+	// KafkaAddr is the Kafka listener, e.g. 127.0.0.1:9092 (BACKBONE=kafka);
+	// empty for NATS. Exactly one of NATSAddr and KafkaAddr is set.
+	KafkaAddr string
+	// DataDir is the JetStream store directory; created when missing. The
+	// Kafka broker keeps everything in memory.
 	DataDir string
 	// Log receives both servers' logs; nil discards them.
 	Log *slog.Logger
@@ -42,57 +49,102 @@ type Options struct {
 
 // Servers are the running embedded servers. Stop shuts them down.
 type Servers struct {
-	mqtt *mqttBroker
-	nats *natsServer
+	mqtt  *mqttBroker
+	nats  *natsServer   // nil with Kafka
+	kafka *kafkaCluster // nil with NATS
 
 	stopOnce sync.Once
 	stopErr  error
 }
 
-// Start checks that both addresses are free, then starts the NATS server
-// (and waits until it accepts connections with JetStream enabled) and the
-// MQTT broker. An address already in use fails with an error wrapping
-// ErrAddrInUse that names the variable to change; nothing is left running
-// on any error.
+// Start checks that every address is free (reporting all that are not in
+// one error), then starts the backbone server (NATS: waits until it
+// accepts connections with JetStream enabled) and the MQTT broker. A busy
+// address fails with an error wrapping ErrAddrInUse that names the
+// variable to change; nothing is left running on any error.
 func Start(ctx context.Context, opts Options) (*Servers, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := CheckFree(opts.MQTTAddr, "MQTT_URL"); err != nil {
+	if (opts.NATSAddr == "") == (opts.KafkaAddr == "") {
+		return nil, errors.New("dev mode: set exactly one of the NATS and Kafka addresses")
+	}
+	addrs := []Addr{{Variable: "MQTT_URL", Addr: opts.MQTTAddr}}
+	if opts.KafkaAddr != "" {
+		addrs = append(addrs, Addr{Variable: "KAFKA_BROKERS", Addr: opts.KafkaAddr})
+	} else {
+		addrs = append(addrs, Addr{Variable: "NATS_URL", Addr: opts.NATSAddr})
+	}
+	if err := CheckAllFree(addrs...); err != nil {
 		return nil, err
 	}
-	if err := CheckFree(opts.NATSAddr, "NATS_URL"); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("DEV_DATA_DIR %s: %w", opts.DataDir, err)
-	}
-	ns, err := startNATS(ctx, opts.NATSAddr, opts.DataDir, opts.Log.With("component", "dev-nats"))
-	if err != nil {
-		return nil, err
+	s := &Servers{}
+	if opts.KafkaAddr != "" {
+		kc, err := startKafka(opts.KafkaAddr)
+		if err != nil {
+			return nil, err
+		}
+		s.kafka = kc
+	} else {
+		if err := os.MkdirAll(opts.DataDir, 0o750); err != nil {
+			return nil, fmt.Errorf("DEV_DATA_DIR %s: %w", opts.DataDir, err)
+		}
+		ns, err := startNATS(ctx, opts.NATSAddr, opts.DataDir, opts.Log.With("component", "dev-nats"))
+		if err != nil {
+			return nil, err
+		}
+		s.nats = ns
 	}
 	mb, err := startMQTT(opts.MQTTAddr, opts.Log.With("component", "dev-mqtt"))
 	if err != nil {
-		ns.stop()
+		s.stopBackbone()
 		return nil, err
 	}
-	return &Servers{mqtt: mb, nats: ns}, nil
+	s.mqtt = mb
+	return s, nil
 }
 
 // MQTTAddr is the address the broker listens on.
 func (s *Servers) MQTTAddr() string { return s.mqtt.addr() }
 
-// NATSAddr is the address the NATS server listens on.
-func (s *Servers) NATSAddr() string { return s.nats.addr() }
+// NATSAddr is the address the NATS server listens on; "" with Kafka.
+func (s *Servers) NATSAddr() string {
+	if s.nats == nil {
+		return ""
+	}
+	return s.nats.addr()
+}
+
+// KafkaAddr is the address the Kafka broker listens on; "" with NATS.
+func (s *Servers) KafkaAddr() string {
+	if s.kafka == nil {
+		return ""
+	}
+	return s.kafka.addr()
+}
 
 // StreamMessages returns the number of messages in each JetStream stream of
-// the default account, by stream name; a stream not yet created is absent.
-func (s *Servers) StreamMessages() (map[string]uint64, error) {
+// the default account, by stream name (a stream not yet created is absent),
+// or with Kafka the number of records written to each topic, by topic name.
+func (s *Servers) StreamMessages(ctx context.Context) (map[string]uint64, error) {
+	if s.kafka != nil {
+		return s.kafka.topicRecords(ctx)
+	}
 	return s.nats.streamMessages()
 }
 
+// stopBackbone stops the NATS server or the Kafka broker.
+func (s *Servers) stopBackbone() {
+	if s.nats != nil {
+		s.nats.stop()
+	}
+	if s.kafka != nil {
+		s.kafka.stop()
+	}
+}
+
 // Stop closes the MQTT broker (disconnecting its clients) and then shuts the
-// NATS server down, waiting for both. It returns ctx's error if they did not
+// NATS server or the Kafka broker down, waiting for both. It returns ctx's error if they did not
 // finish in time. Stop is safe to call more than once.
 func (s *Servers) Stop(ctx context.Context) error {
 	s.stopOnce.Do(func() {
@@ -100,7 +152,7 @@ func (s *Servers) Stop(ctx context.Context) error {
 		go func() {
 			defer close(done)
 			s.mqtt.stop()
-			s.nats.stop()
+			s.stopBackbone()
 		}()
 		select {
 		case <-done:

@@ -166,7 +166,7 @@ func TestDevServersPubSubAndJetStream(t *testing.T) {
 			t.Fatalf("js publish: %v", err)
 		}
 	}
-	counts, err := s.StreamMessages()
+	counts, err := s.StreamMessages(ctx)
 	if err != nil || counts["T"] != 3 {
 		t.Fatalf("StreamMessages = %v, %v; want T=3", counts, err)
 	}
@@ -260,8 +260,8 @@ func burst(t *testing.T, s *Servers, publishers, perPublisher, subscribers int, 
 	}
 }
 
-// TestDevQuotaStallFixed reproduces mochi's send-quota stall (FIELD-NOTES
-// 5.1): a subscriber with a small Receive Maximum that acknowledges in
+// TestDevQuotaStallFixed reproduces mochi's send-quota stall (quota.go,
+// mochi v2.7.9): a subscriber with a small Receive Maximum that acknowledges in
 // batches and a burst many times larger. With mochi's send quota on,
 // delivery stops after 2 x ReceiveMaximum messages.
 func TestDevQuotaStallFixed(t *testing.T) {
@@ -400,5 +400,36 @@ func TestDevBrokerLogNoEmptyMessage(t *testing.T) {
 	if !strings.Contains(out, `msg="MQTT client connection ended with an error" listener=dev-tcp error="read tcp: use of closed network connection"`) ||
 		!strings.Contains(out, "msg=\"attached listener\" listener=dev-tcp") {
 		t.Fatalf("log output:\n%s", out)
+	}
+}
+
+// TestCheckAllFreeReportsEveryClash checks that CheckAllFree names every
+// busy address with its variable in one error, and nothing else.
+func TestCheckAllFreeReportsEveryClash(t *testing.T) {
+	a, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	free := "127.0.0.1:" + strconv.Itoa(testserver.FreePort(t))
+
+	if err := CheckAllFree(Addr{"MQTT_URL", free}); err != nil {
+		t.Fatalf("free address: %v", err)
+	}
+	err = CheckAllFree(Addr{"MQTT_URL", a.Addr().String()}, Addr{"NATS_URL", free}, Addr{"HTTP_ADDR", b.Addr().String()})
+	var pe PortErrors
+	if !errors.As(err, &pe) || len(pe) != 2 || !errors.Is(err, ErrAddrInUse) {
+		t.Fatalf("err = %v, want PortErrors with 2 errors wrapping ErrAddrInUse", err)
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "2 addresses cannot be used: MQTT_URL: "+a.Addr().String()+": address already in use") ||
+		!strings.Contains(msg, "; HTTP_ADDR: "+b.Addr().String()+": address already in use") || strings.Contains(msg, "NATS_URL") ||
+		strings.Contains(msg, "\n") {
+		t.Fatalf("err = %q", msg)
 	}
 }

@@ -40,8 +40,8 @@ func brokerCapabilities() *mqtt.Capabilities {
 
 // startMQTT binds addr and starts serving. mochi denies every client unless
 // an auth hook allows it, so allowAll is added: dev mode has no users. The
-// two other hooks fix mochi bugs the bridge would hit (quota.go,
-// userprops.go).
+// other hooks make mochi behave like Mosquitto where the bridge would notice
+// (quota.go, userprops.go, nosubscribers.go).
 func startMQTT(addr string, log *slog.Logger) (*mqttBroker, error) {
 	srv := mqtt.New(&mqtt.Options{
 		Capabilities: brokerCapabilities(),
@@ -55,6 +55,9 @@ func startMQTT(addr string, log *slog.Logger) (*mqttBroker, error) {
 	}
 	if err := srv.AddHook(new(keepPublishUserProperties), nil); err != nil {
 		return nil, fmt.Errorf("mqtt broker: user properties hook: %w", err)
+	}
+	if err := srv.AddHook(&pubackNoSubscribers{srv: srv}, nil); err != nil {
+		return nil, fmt.Errorf("mqtt broker: no-subscribers hook: %w", err)
 	}
 	tcp := listeners.NewTCP(listeners.Config{ID: "dev-tcp", Address: addr})
 	if err := srv.AddListener(tcp); err != nil {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -25,14 +23,10 @@ type natsServer struct {
 // taken, store unusable) is reported by nats-server through Fatalf, which
 // our logger turns into the returned error instead of a silent timeout.
 func startNATS(ctx context.Context, addr, dataDir string, log *slog.Logger) (*natsServer, error) {
-	host, portStr, err := net.SplitHostPort(addr)
+	// Port 0 would mean 4222 to nats-server, not a free port: refused.
+	host, port, err := splitPort(addr, "NATS_URL")
 	if err != nil {
-		return nil, fmt.Errorf("NATS_URL: %s: %w", addr, err)
-	}
-	port, err := strconv.Atoi(portStr)
-	if err != nil || port < 1 || port > 65535 {
-		// Port 0 means 4222 to nats-server (FIELD-NOTES 5.2), so it is refused.
-		return nil, fmt.Errorf("NATS_URL: %s: want a port between 1 and 65535", addr)
+		return nil, err
 	}
 	opts := &server.Options{
 		ServerName:             "nr-dev",

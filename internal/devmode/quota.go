@@ -11,7 +11,7 @@ import (
 // quota that enforces each client's Receive Maximum), because both of its
 // code paths are broken in ways the bridge hits within seconds under load:
 //
-//   - Stall (FIELD-NOTES 5.1): once a client's quota is used up, further
+//   - Stall (mochi v2.7.9 server.go:719-727): once a client's quota is used up, further
 //     QoS 1 messages are stored and sent one per packet the client sends,
 //     but deleted from the in-flight table when sent, so their PUBACKs never
 //     give the quota back. A client that acknowledges in batches (the

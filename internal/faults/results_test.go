@@ -215,7 +215,7 @@ func mustNotLose(t testing.TB, r result, sent map[string]struct{}, got map[strin
 	}
 }
 
-// printSummary prints the results as a Markdown table (for the README) and
+// printSummary prints the results as a Markdown table (for docs/delivery.md) and
 // the run's total time.
 func printSummary(total time.Duration) {
 	resultsMu.Lock()

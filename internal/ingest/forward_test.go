@@ -47,7 +47,7 @@ func startBridgeWith(t *testing.T, cfg *mqttconn.Config, natsURL string, scfg na
 	return r
 }
 
-// TestForwardEventsAndReplies is the README's "exactly once" on NATS: every
+// TestForwardEventsAndReplies is docs/delivery.md's "exactly once" on NATS: every
 // event and reply is stored once, and the sink published each of them once
 // (a tap on the subjects counts the publishes JetStream would deduplicate
 // silently). The poison message, sent after the traffic is stored, is the

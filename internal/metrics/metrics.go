@@ -1,6 +1,6 @@
 // Package metrics defines every Prometheus series of nr-bridge on its own
 // registry and serves them at GET /metrics. The series names are part of
-// the contract (DESIGN.md, README "Metrics"): dashboards and alerts use
+// the contract (docs/contract.md, docs/operations.md "Metrics"): dashboards and alerts use
 // them.
 //
 // Metrics implements bridge.Metrics, bridge.CommandMetrics and the HTTP

@@ -22,7 +22,7 @@ type quickAckConn struct {
 // deliveries waited for delayed ACKs: at 5,000 msg/s the bridge's p50 to
 // JetStream was 3.5 ms with quick ACKs off and 0.8 ms with them on. Under
 // saturation the broker still coalesces packets while an ACK is on its way,
-// which set_tcp_nodelay on the broker would stop (README "Performance").
+// which set_tcp_nodelay on the broker would stop (docs/performance.md).
 func withQuickAck(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {

@@ -6,6 +6,7 @@ package sim
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
 // Config describes one simulation run. Start from DefaultConfig, which
@@ -27,6 +29,10 @@ type Config struct {
 	URL string
 	// Username and Password are sent in CONNECT when set.
 	Username, Password string
+	// TLS is the client TLS configuration of an ssl:// (tls://, mqtts://)
+	// URL: CA bundle, client certificate. Nil: TLS 1.2 or later against
+	// the system roots. Ignored for tcp://.
+	TLS *tls.Config
 
 	// Orgs is the number of organizations, at least 1 (default 1). Org 1 is
 	// named OrgPrefix, org k > 1 OrgPrefix+k: demo, demo2, demo3 ...
@@ -144,12 +150,12 @@ func (c *Config) validate() error {
 	}
 	u, err := url.Parse(c.URL)
 	if err != nil || u.Host == "" {
-		return bad("-url %q: want scheme://host:port, e.g. tcp://127.0.0.1:1883", c.URL)
+		return bad("-url %q: want scheme://host:port, e.g. tcp://127.0.0.1:1883", redact.URLs(c.URL))
 	}
 	switch strings.ToLower(u.Scheme) {
 	case "tcp", "mqtt", "ssl", "tls", "mqtts":
 	default:
-		return bad("-url %q: scheme must be tcp, mqtt, ssl, tls or mqtts", c.URL)
+		return bad("-url %q: scheme must be tcp, mqtt, ssl, tls or mqtts", redact.URLs(c.URL))
 	}
 	switch {
 	case c.Orgs < 1 || c.Orgs > 100000:

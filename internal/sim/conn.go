@@ -17,6 +17,7 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/backoff"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
 // subscribeBatch is the number of topic filters per SUBSCRIBE packet.
@@ -101,6 +102,9 @@ func (c *conn) start(ctx context.Context) error {
 	switch strings.ToLower(u.Scheme) {
 	case "ssl", "tls", "mqtts":
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.cfg.TLS != nil {
+			tlsCfg = c.cfg.TLS.Clone()
+		}
 	}
 	cc := autopaho.ClientConfig{
 		ServerUrls:                    []*url.URL{u},
@@ -119,7 +123,7 @@ func (c *conn) start(ctx context.Context) error {
 		OnConnectError: func(err error) {
 			msg := err.Error()
 			c.connErr.Store(&msg)
-			c.log.Warn("MQTT connection attempt failed", "url", c.cfg.URL, "err", err)
+			c.log.Warn("MQTT connection attempt failed", "url", redact.URLs(c.cfg.URL), "err", err)
 		},
 		Errors:     slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
 		PahoErrors: slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
@@ -148,7 +152,7 @@ func (c *conn) start(ctx context.Context) error {
 func (c *conn) onUp(cm *autopaho.ConnectionManager, _ *paho.Connack) {
 	c.up.Store(true)
 	c.connErr.Store(nil)
-	c.log.Debug("MQTT connection established", "url", c.cfg.URL)
+	c.log.Debug("MQTT connection established", "url", redact.URLs(c.cfg.URL))
 	// Subscribing waits for SUBACKs, and OnConnectionUp must not block.
 	c.subWG.Go(func() { c.subscribe(cm) })
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
 // Summary is the outcome of a run.
@@ -92,7 +94,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			answering++
 		}
 	}
-	log.Info("fleet connected", "url", cfg.URL, "run_id", cfg.RunID, "orgs", cfg.Orgs, "nodes", cfg.Nodes,
+	log.Info("fleet connected", "url", redact.URLs(cfg.URL), "run_id", cfg.RunID, "orgs", cfg.Orgs, "nodes", cfg.Nodes,
 		"answering", answering, "conns", cfg.Conns, "rate_per_node", cfg.Rate, "qos", cfg.QoS, "size", cfg.Size)
 	if cfg.OnReady != nil {
 		cfg.OnReady()
@@ -177,7 +179,7 @@ func waitReady(ctx context.Context, conns []*conn, timeout time.Duration) error 
 			if p := c.connErr.Load(); p != nil {
 				reason = *p
 			}
-			return fmt.Errorf("connect to %s: %s not ready after %s: %w", c.cfg.URL, c.clientID, timeout, errors.New(reason))
+			return fmt.Errorf("connect to %s: %s not ready after %s: %w", redact.URLs(c.cfg.URL), c.clientID, timeout, errors.New(reason))
 		}
 	}
 	return nil

@@ -17,7 +17,7 @@ import (
 
 // Default Mosquitto limits. Mosquitto's own defaults (20 in flight, 1000
 // queued per client) silently drop QoS 1 messages under test load
-// (FIELD-NOTES §2), so tests get generous ones unless they ask otherwise.
+// (docs/delivery.md, broker caveats), so tests get generous ones unless they ask otherwise.
 const (
 	DefaultMosquittoMaxInflight = 1000
 	DefaultMosquittoMaxQueued   = 100000

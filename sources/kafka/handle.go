@@ -14,7 +14,7 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 )
 
-// Dead-letter header names specific to Kafka commands (DESIGN.md): where
+// Dead-letter header names specific to Kafka commands (docs/contract.md): where
 // the rejected record came from. Nr-Error (bridge.HeaderError) carries the
 // reason.
 const (
