@@ -137,8 +137,7 @@ func (f *flight) done(err error) {
 		f.deadLetter(fmt.Errorf("%w (%d attempts; last error: %w)", bridge.ErrPoison, f.attempt, err))
 		return
 	}
-	now := time.Now().UnixNano()
-	if last := w.lastWarn.Load(); now-last > int64(5*time.Second) && w.lastWarn.CompareAndSwap(last, now) {
+	if w.writeWarn.Allow() {
 		if permanent {
 			w.log.Error("minimal dead letter refused by the backbone, retrying; the worker cannot acknowledge until it is written",
 				"topic", bridge.HeaderSafe(f.m.Topic), "reason", f.m.DeadLetter, "attempt", f.attempt, "err", err)

@@ -13,6 +13,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/ratelog"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
@@ -70,7 +71,9 @@ type Worker struct {
 	connWG     sync.WaitGroup         // subscribe and unsubscribe goroutines
 	watchWG    sync.WaitGroup         // the stall watchdog
 	stallAfter time.Duration          // MQTT_STALL_TIMEOUT
-	lastWarn   atomic.Int64           // unix nanos of the last write-failure WARN
+	writeWarn  ratelog.Every          // the write-failure WARN, at most every 5 s
+	connFails  ratelog.Failures       // failed connection attempts, rate-limited
+	takeover   mqttconn.Takeover      // the broker gave this session to another client
 	connErr    atomic.Pointer[string] // why the last connection attempt failed; nil once connected
 	certAsked  atomic.Bool            // the broker requested a client certificate we do not have
 
@@ -139,6 +142,8 @@ func NewWorker(id int, cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger,
 		stop:     make(chan struct{}),
 		retries:  make(map[*flight]*time.Timer),
 
+		writeWarn: ratelog.Every{Interval: 5 * time.Second},
+
 		staleDone:    make(map[string]bool),
 		stalePending: make(map[string]bool),
 	}
@@ -167,13 +172,19 @@ func NewWorker(id int, cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger,
 // ClientID is the worker's MQTT client ID, <MQTT_CLIENT_ID>-w<n>.
 func (w *Worker) ClientID() string { return w.clientID }
 
-// Ready reports whether the worker is connected and subscribed.
-func (w *Worker) Ready() bool { return w.subscribed.Load() }
+// Ready reports whether the worker is connected and subscribed, and has
+// not lost its session to another client with its client ID in the last
+// 30 s (two bridges with one client ID are each connected only briefly).
+func (w *Worker) Ready() bool { return w.subscribed.Load() && w.takeover.Err() == nil }
 
 // ConnectError says why the last connection attempt failed (a refused TLS
-// handshake, a bad password, a broker not listening), or "" once a
-// connection succeeded. Readiness reports it.
+// handshake, a bad password, a broker not listening) or that another client
+// took the session over, or "" once a connection succeeded. Readiness
+// reports it.
 func (w *Worker) ConnectError() string {
+	if err := w.takeover.Err(); err != nil {
+		return err.Error()
+	}
 	if p := w.connErr.Load(); p != nil {
 		return *p
 	}
@@ -212,7 +223,12 @@ func (w *Worker) Start(ctx context.Context) error {
 	cc.OnConnectionDown = func() bool {
 		w.subscribed.Store(false)
 		w.metrics.MQTTConnected(w.clientID, false)
-		w.log.Warn("MQTT connection lost")
+		w.takeover.Down(w.clientID, w.log)
+		if w.takeover.Err() != nil {
+			w.log.Debug("MQTT connection lost") // the takeover WARN said why
+		} else {
+			w.log.Warn("MQTT connection lost")
+		}
 		return true
 	}
 	cc.OnConnectError = func(err error) {
@@ -221,8 +237,9 @@ func (w *Worker) Start(ctx context.Context) error {
 		}
 		msg := err.Error()
 		w.connErr.Store(&msg)
-		w.log.Warn("MQTT connection attempt failed", "url", redact.URLs(w.cfg.URL), "err", err)
+		w.connFails.Failed(w.log, "MQTT connection attempt failed", err, "url", redact.URLs(w.cfg.URL))
 	}
+	cc.OnServerDisconnect = w.takeover.OnServerDisconnect(w.clientID, w.log)
 	cm, err := autopaho.NewConnection(w.ctx, cc)
 	if err != nil {
 		w.cancel()
@@ -242,6 +259,8 @@ func (w *Worker) Start(ctx context.Context) error {
 func (w *Worker) onConnectionUp(cm *autopaho.ConnectionManager, ca *paho.Connack) {
 	w.log.Info("MQTT connection established", "url", redact.URLs(w.cfg.URL), "session_present", ca.SessionPresent)
 	w.connErr.Store(nil)
+	w.connFails.Reset()
+	w.takeover.Up()
 	w.metrics.MQTTConnected(w.clientID, true)
 	subIDs := ca.Properties != nil && ca.Properties.SubIDAvailable
 	w.subIDs.Store(subIDs)

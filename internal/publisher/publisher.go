@@ -15,6 +15,7 @@ import (
 	"github.com/eclipse/paho.golang/paho/session"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
+	"github.com/nr-bridge/nr-bridge/internal/ratelog"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
@@ -42,6 +43,8 @@ type Publisher struct {
 	cm        atomic.Pointer[autopaho.ConnectionManager]
 	cancel    context.CancelFunc // stops the connection loop
 	connected atomic.Bool
+	connFails ratelog.Failures  // failed connection attempts, rate-limited
+	takeover  mqttconn.Takeover // the broker gave this session to another client
 
 	// abort is cancelled when Stop gives up waiting: Publish calls still
 	// waiting for their PUBACK then return at once.
@@ -130,16 +133,24 @@ func (p *Publisher) Start(ctx context.Context) error {
 		p.connected.Store(true)
 		p.metrics.MQTTConnected(p.clientID, true)
 		p.log.Info("MQTT connection established", "url", redact.URLs(p.cfg.URL))
+		p.connFails.Reset()
+		p.takeover.Up()
 	}
 	cc.OnConnectionDown = func() bool {
 		p.connected.Store(false)
 		p.metrics.MQTTConnected(p.clientID, false)
-		p.log.Warn("MQTT connection lost")
+		p.takeover.Down(p.clientID, p.log)
+		if p.takeover.Err() != nil {
+			p.log.Debug("MQTT connection lost") // the takeover WARN said why
+		} else {
+			p.log.Warn("MQTT connection lost")
+		}
 		return true
 	}
 	cc.OnConnectError = func(err error) {
-		p.log.Warn("MQTT connection attempt failed", "url", redact.URLs(p.cfg.URL), "err", err)
+		p.connFails.Failed(p.log, "MQTT connection attempt failed", err, "url", redact.URLs(p.cfg.URL))
 	}
+	cc.OnServerDisconnect = p.takeover.OnServerDisconnect(p.clientID, p.log)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed || p.cm.Load() != nil {
@@ -166,7 +177,12 @@ func (p *Publisher) Ready() error {
 	case closed:
 		return fmt.Errorf("publisher %s: %w", p.clientID, bridge.ErrClosed)
 	case !p.connected.Load():
+		if err := p.takeover.Err(); err != nil {
+			return fmt.Errorf("publisher %s: %w: %w", p.clientID, bridge.ErrNotConnected, err)
+		}
 		return fmt.Errorf("publisher %s: %w", p.clientID, bridge.ErrNotConnected)
+	case p.takeover.Err() != nil:
+		return fmt.Errorf("publisher %s: %w", p.clientID, p.takeover.Err())
 	}
 	return nil
 }

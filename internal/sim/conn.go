@@ -17,6 +17,7 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/backoff"
+	"github.com/nr-bridge/nr-bridge/internal/ratelog"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 )
 
@@ -56,7 +57,7 @@ type conn struct {
 	replyWG     sync.WaitGroup
 	replySeq    atomic.Uint64
 
-	lastWarn atomic.Int64 // unix nanos of the last publish-failure warning
+	warn ratelog.Every // publish-failure warnings, at most every 5 s
 }
 
 // job is one event to publish.
@@ -68,6 +69,7 @@ type job struct {
 func newConn(k int, cfg *Config, st *stats, nodes []*node) *conn {
 	c := &conn{
 		k:        k,
+		warn:     ratelog.Every{Interval: 5 * time.Second},
 		clientID: fmt.Sprintf("%s-%d", cfg.ClientPrefix, k),
 		cfg:      cfg,
 		st:       st,
@@ -296,8 +298,7 @@ func (c *conn) publishEvent(ctx context.Context, j job) {
 
 // warnRateLimited logs at most one warning per 5 s per connection.
 func (c *conn) warnRateLimited(msg string, args ...any) {
-	now := time.Now().UnixNano()
-	if last := c.lastWarn.Load(); now-last > int64(5*time.Second) && c.lastWarn.CompareAndSwap(last, now) {
+	if c.warn.Allow() {
 		c.log.Warn(msg, args...)
 	}
 }

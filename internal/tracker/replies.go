@@ -67,8 +67,7 @@ func (t *Tracker) enqueueReply(j replyJob) {
 	select {
 	case t.jobs <- j:
 	default:
-		now := time.Now().UnixNano()
-		if last := t.lastDropWarn.Load(); now-last > int64(5*time.Second) && t.lastDropWarn.CompareAndSwap(last, now) {
+		if t.dropWarn.Allow() {
 			m := j.m
 			t.log.Warn("reply status update dropped: status store too slow", "org", m.Org, "node", m.Node, "correlation_id", string(m.CorrelationData))
 		}

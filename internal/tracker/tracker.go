@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
+	"github.com/nr-bridge/nr-bridge/internal/ratelog"
 )
 
 // Tracker keeps the status of every command in a StatusStore shared by
@@ -35,7 +36,7 @@ type Tracker struct {
 	workers sync.WaitGroup
 	exp     *expiries
 
-	lastDropWarn atomic.Int64
+	dropWarn ratelog.Every // the dropped-reply-update WARN, at most every 5 s
 
 	// written holds the status and revision this replica just wrote for a
 	// command being published, so the published (or failed) write can go
@@ -67,6 +68,7 @@ func New(cfg Config, log *slog.Logger, m bridge.StatusMetrics) *Tracker {
 		now:     time.Now,
 		jobs:    make(chan replyJob, replyQueueLen),
 	}
+	t.dropWarn.Interval = 5 * time.Second
 	t.exp = newExpiries(maxPendingExpiries, t.expire)
 	return t
 }

@@ -1,0 +1,73 @@
+// Package ratelog keeps repeated log lines from flooding the log: a failure
+// that repeats every few hundred milliseconds (a retried write, a broker
+// that refuses connections) is logged at WARN when it is new or once per
+// window, and at Debug in between. Every retry loop of the bridge uses it,
+// so they all log alike.
+package ratelog
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Window is the interval of the bridge's rate-limited lines: a failure that
+// does not change is logged at WARN at most this often.
+const Window = 30 * time.Second
+
+// Every allows one event per interval; the zero value with interval 0 uses
+// Window. It is safe for concurrent use and never blocks.
+type Every struct {
+	Interval time.Duration
+	last     atomic.Int64 // unix nanos of the last allowed event
+}
+
+// Allow reports whether an event now is the first of its interval.
+func (e *Every) Allow() bool {
+	iv := e.Interval
+	if iv <= 0 {
+		iv = Window
+	}
+	now := time.Now().UnixNano()
+	last := e.last.Load()
+	return now-last >= int64(iv) && e.last.CompareAndSwap(last, now)
+}
+
+// Failures logs the failed attempts of one operation (connecting to a
+// broker, say): each attempt at WARN when its error differs from the last
+// one or Window has passed since the last WARN, at Debug otherwise, with
+// the attempt number. Reset after a success, so the next failure is WARN
+// again. It is safe for concurrent use.
+type Failures struct {
+	mu       sync.Mutex
+	attempt  int
+	lastMsg  string
+	lastWarn time.Time
+}
+
+// Failed logs err as attempt n of msg on log, with attrs.
+func (f *Failures) Failed(log *slog.Logger, msg string, err error, attrs ...any) {
+	f.mu.Lock()
+	f.attempt++
+	attempt := f.attempt
+	text := err.Error()
+	warn := text != f.lastMsg || time.Since(f.lastWarn) >= Window
+	if warn {
+		f.lastMsg, f.lastWarn = text, time.Now()
+	}
+	f.mu.Unlock()
+	level := slog.LevelDebug
+	if warn {
+		level = slog.LevelWarn
+	}
+	log.Log(context.Background(), level, msg, append(attrs, "err", err, "attempt", attempt)...)
+}
+
+// Reset forgets the failures: the operation succeeded.
+func (f *Failures) Reset() {
+	f.mu.Lock()
+	f.attempt, f.lastMsg, f.lastWarn = 0, "", time.Time{}
+	f.mu.Unlock()
+}
