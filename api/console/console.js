@@ -255,7 +255,7 @@ function drawChart(history) {
   const c = $("chart"), g = c.getContext("2d");
   g.clearRect(0, 0, c.width, c.height);
   if (history.length < 2) return;
-  const t1 = Date.parse(history[history.length - 1].t), t0 = t1 - 5 * 60 * 1000;
+  const t1 = Date.parse(history[history.length - 1].t), t0 = Math.max(t1 - 5 * 60 * 1000, Date.parse(history[0].t));
   const max = Math.max(1, ...history.map((p) => Math.max(p.events, p.replies, p.dead_letters)));
   const x = (p) => ((Date.parse(p.t) - t0) / (t1 - t0)) * (c.width - 4) + 2;
   const y = (v) => c.height - 4 - (v / max) * (c.height - 16);
