@@ -136,10 +136,12 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 		Commands: bridge.NewIntake(publisher.New(cfg, bridge.CommandLimits{}, cmdTestLogger(t)), bridge.CommandLimits{}, "acme", nil),
 		Metrics:  metrics.New("nats", "test"),
 		Statuses: tr,
+		Lister:   noStore{},
+		Console:  &api.Console{Flow: metrics.NewFlow(metrics.New("nats", "test")), Watcher: noStore{}, DeadLetters: noStore{}},
 	})
 	for _, p := range documented {
 		method, path, _ := strings.Cut(p, " ")
-		path = strings.NewReplacer("{orgId}", "acme", "{nodeId}", "n1", "{correlationId}", "c-1").Replace(path)
+		path = strings.NewReplacer("{orgId}", "acme", "{nodeId}", "n1", "{correlationId}", "c-1", "{file}", "console.js").Replace(path)
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(method, path, nil))
 		if rec.Code == http.StatusNotFound || rec.Code == http.StatusMethodNotAllowed {

@@ -67,6 +67,12 @@ type Deps struct {
 	// status_url and ?wait on the command routes (status.go); nil
 	// disables them.
 	Statuses CommandStatuses
+	// Lister lists an org's commands, newest first: GET
+	// /org/{orgId}/commands?limit=N (listing.go); nil disables it.
+	Lister CommandLister
+	// Console is the operator console at GET /console and the routes it
+	// reads (console.go); nil disables them.
+	Console *Console
 }
 
 // NewHandler wires every route in one place.
@@ -84,6 +90,12 @@ func NewHandler(d Deps) http.Handler {
 	protected := http.NewServeMux()
 	if d.Commands != nil {
 		registerCommands(protected, d)
+	}
+	if d.Lister != nil {
+		protected.Handle("GET /org/{orgId}/commands", listCommands(d.Lister, d.orgID(), time.Now))
+	}
+	if d.Console != nil {
+		registerConsole(mux, protected, d)
 	}
 	mux.Handle("/", RequireToken(d.Auth, protected))
 	return countRequests(d.Metrics, jsonErrors(mux))
@@ -214,4 +226,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // Close closes the listener and every connection at once.
 func (s *Server) Close() error {
 	return s.srv.Close()
+}
+
+// orgID is the bridge's scope, ORG_ID, as the command intake holds it; ""
+// when unscoped or without command routes.
+func (d Deps) orgID() string {
+	if d.Commands != nil {
+		return d.Commands.OrgID()
+	}
+	return ""
 }

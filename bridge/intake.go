@@ -52,12 +52,18 @@ func (in *Intake) OrgID() string { return in.orgID }
 // ErrInvalidTarget) and the ORG_ID scope (ErrOutOfScope). Submit calls it
 // first; the HTTP API calls it before reading a body too, so a bad target
 // is refused without reading one.
-func (in *Intake) CheckTarget(t Target) error {
+func (in *Intake) CheckTarget(t Target) error { return CheckScope(t, in.orgID) }
+
+// CheckScope checks t's IDs (an error wrapping ErrInvalidID and
+// ErrInvalidTarget) and that t is inside orgID, the bridge's ORG_ID ("":
+// unscoped; otherwise ErrOutOfScope). It is the one scope rule of commands
+// and of the routes that read an org's commands and dead letters.
+func CheckScope(t Target, orgID string) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
-	if in.orgID != "" && t.Org != in.orgID {
-		return fmt.Errorf("org %q: %w %q", t.Org, ErrOutOfScope, in.orgID)
+	if orgID != "" && t.Org != orgID {
+		return fmt.Errorf("org %q: %w %q", t.Org, ErrOutOfScope, orgID)
 	}
 	return nil
 }

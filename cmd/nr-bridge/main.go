@@ -142,6 +142,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return errors.Join(pub.Close(pctx), tr.Close(pctx))
 	}
 	m.SetBackboneCheck(backboneReady)
+	lister, console := newConsole(&backbonePtr, m, cfg, log)
 	handler := api.NewHandler(api.Deps{
 		Log:          log,
 		Ready:        map[string]api.ReadyFunc{"mqtt": mqttReady, "publisher": pub.Ready, "backbone": backboneReady},
@@ -151,6 +152,8 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		Auth:         auth,
 		Metrics:      m,
 		Statuses:     tr,
+		Lister:       lister,
+		Console:      console,
 	})
 	srv, err := api.ListenTLS(cfg.HTTP.Addr, httpTLS, handler, log.With("component", "http"))
 	if err != nil {

@@ -217,18 +217,17 @@ func (p *Publisher) Publish(ctx context.Context, t bridge.Target, c bridge.Comma
 
 func (p *Publisher) publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error) {
 	log := p.log.With("source", source, "org", t.Org, "node", t.Node, "correlation_id", c.CorrelationID)
-	if err := t.Validate(); err != nil {
-		err = fmt.Errorf("publish command: %w", err)
+	if err := bridge.CheckScope(t, p.cfg.OrgID); err != nil {
+		what := "command" // a target with a bad ID has no topic
+		if errors.Is(err, bridge.ErrOutOfScope) {
+			what = t.MQTTTopic()
+		}
+		err = fmt.Errorf("publish %s: %w", what, err)
 		log.Warn("command refused", "err", err)
 		return bridge.PublishResult{}, err
 	}
 	topic := t.MQTTTopic()
 	log = log.With("topic", topic)
-	if p.cfg.OrgID != "" && t.Org != p.cfg.OrgID {
-		err := fmt.Errorf("publish %s: org %q: %w %q", topic, t.Org, bridge.ErrOutOfScope, p.cfg.OrgID)
-		log.Warn("command refused", "err", err)
-		return bridge.PublishResult{}, err
-	}
 	if c.Raw() == nil || c.CorrelationID == "" {
 		return bridge.PublishResult{}, fmt.Errorf("publish %s: command not built by ParseCommand", topic)
 	}

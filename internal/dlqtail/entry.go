@@ -1,0 +1,129 @@
+// Package dlqtail reads the most recent dead letters back from the
+// backbone (NATS stream NR_DLQ, Kafka topic nr.dlq) for the operator
+// console: when, why, where from and how large, never the payload.
+//
+// A dead letter belongs to an org when its origin names a valid one: the
+// Nr-Org header of an event or reply, else the org of a command dead
+// letter's subject (Nr-Subject) or record key (Nr-Source-Key). Recent
+// returns only the dead letters of the org asked for; those with no valid
+// org (a topic such as org/bad.org/node/n1/events) are listed by no org
+// and stay for operators to read from the backbone itself
+// (docs/console.md).
+package dlqtail
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nr-bridge/nr-bridge/bridge"
+)
+
+// Entry is one dead letter as the console shows it.
+type Entry struct {
+	// Time is when the backbone stored the dead letter.
+	Time time.Time `json:"time"`
+	// Reason is the reason label (bridge.Reasons: invalid_id, poison ...)
+	// read from Nr-Error; other when the line names none.
+	Reason string `json:"reason"`
+	// Error is the Nr-Error line.
+	Error string `json:"error"`
+	// Org and Node are the dead letter's org and node, when known.
+	Org  string `json:"org"`
+	Node string `json:"node,omitempty"`
+	// Kind is events, reply or command.
+	Kind string `json:"kind"`
+	// Origin is the MQTT topic (Nr-Topic) of an event or reply, the
+	// command subject (Nr-Subject) or record key (Nr-Source-Key) of a
+	// command.
+	Origin string `json:"origin"`
+	// Size is the payload's size as received (Nr-Original-Size when the
+	// dead letter was cut to fit, else the stored payload's size).
+	Size int `json:"size"`
+	// Cut says the stored payload is shorter than Size.
+	Cut bool `json:"cut,omitempty"`
+	// Position is where the dead letter is: the stream sequence, or
+	// partition/offset on Kafka.
+	Position string `json:"position"`
+}
+
+// DefaultScan is how many of the newest dead letters Recent reads at most
+// to find an org's: enough for a console, bounded whatever the stream
+// holds.
+const DefaultScan = 1000
+
+// MaxLimit is the most entries Recent returns.
+const MaxLimit = 200
+
+// header reads one header of a dead letter.
+type header func(name string) string
+
+// entryOf builds the entry of a dead letter from its headers; stored is
+// the stored payload's size. It reports the org the entry belongs to
+// ("" when none is valid). prefix is the NATS subject prefix, "" on Kafka.
+func entryOf(h header, stored int, prefix string) Entry {
+	e := Entry{Error: h(bridge.HeaderError), Size: stored}
+	e.Reason = reasonOf(e.Error)
+	if n, err := strconv.Atoi(h(bridge.HeaderOriginalSize)); err == nil && n > stored {
+		e.Size, e.Cut = n, true
+	}
+	switch {
+	case h(bridge.HeaderTopic) != "":
+		e.Origin = h(bridge.HeaderTopic)
+		e.Kind = h(bridge.HeaderKind)
+		if org := h(bridge.HeaderOrg); bridge.ValidID(org) {
+			e.Org = org
+			if node := h(bridge.HeaderNode); bridge.ValidID(node) {
+				e.Node = node
+			}
+		}
+	case h(bridge.HeaderSubject) != "":
+		e.Origin, e.Kind = h(bridge.HeaderSubject), "command"
+		if t, err := bridge.ParseCommandSubject(prefix, e.Origin); err == nil {
+			e.Org, e.Node = t.Org, t.Node
+		}
+	case h(headerSourceKey) != "":
+		e.Origin, e.Kind = h(headerSourceKey), "command"
+		if t, err := bridge.ParseCommandKey(e.Origin); err == nil {
+			e.Org, e.Node = t.Org, t.Node
+		}
+	}
+	return e
+}
+
+// headerSourceKey is sources/kafka.HeaderSourceKey: the record key of a
+// command dead letter (not imported: a reader of the topic does not need
+// the commands source).
+const headerSourceKey = "Nr-Source-Key"
+
+// reasonTexts are the texts Nr-Error lines start their cause with, for
+// each reason label: the bridge's sentinel errors, and the phrases of the
+// checks at receipt (bridge.NewMessage) and of the ORG_ID scope.
+var reasonTexts = []struct{ reason, text string }{
+	{bridge.ReasonPoison, bridge.ErrPoison.Error()},
+	{bridge.ReasonTooLarge, bridge.ErrTooLarge.Error()},
+	{bridge.ReasonRejected, bridge.ErrRejected.Error()},
+	{bridge.ReasonInvalidID, bridge.ErrInvalidID.Error()},
+	{bridge.ReasonInvalidTarget, bridge.ErrInvalidTarget.Error()},
+	{bridge.ReasonMalformed, bridge.ErrMalformed.Error()},
+	{bridge.ReasonExpired, bridge.ErrExpired.Error()},
+	{bridge.ReasonInvalidCommand, bridge.ErrInvalidCommand.Error()},
+	{bridge.ReasonOutOfScope, bridge.ErrOutOfScope.Error()},
+	{bridge.ReasonOutOfScope, "is outside ORG_ID"},
+	{bridge.ReasonInvalidProperty, "user property"},
+	{bridge.ReasonInvalidProperty, "correlation data of"},
+	{bridge.ReasonInvalidProperty, "content type"},
+}
+
+// reasonOf returns the reason label of an Nr-Error line: the reason whose
+// text comes first in it (a poison line quotes its last error after its
+// own text), bridge.ReasonOther when none is found.
+func reasonOf(line string) string {
+	best, at := bridge.ReasonOther, len(line)+1
+	for _, r := range reasonTexts {
+		if i := strings.Index(line, r.text); i >= 0 && i < at {
+			best, at = r.reason, i
+		}
+	}
+	return best
+}
