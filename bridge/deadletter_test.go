@@ -138,7 +138,9 @@ func TestReservedPropertiesDropped(t *testing.T) {
 		t.Errorf("Dropped = %d, want 7", m.Dropped)
 	}
 	got := map[string][]string{}
-	m.Headers(func(k, v string) { got[k] = append(got[k], v) })
+	for _, h := range m.AppendHeaders(nil) {
+		got[h.Name] = append(got[h.Name], h.Value)
+	}
 	for k := range got {
 		if ReservedProperty(k) && !strings.HasPrefix(k, "Nr-") && k != HeaderContentType {
 			t.Errorf("reserved header %s forwarded", k)
@@ -195,11 +197,11 @@ func TestLongCorrelationDataDeadLettered(t *testing.T) {
 			if tc.dead && (m.CorrelationData != nil || m.DeadLetterReason() != ReasonInvalidProperty) {
 				t.Fatalf("correlation kept (%d bytes) or reason %s", len(m.CorrelationData), m.DeadLetterReason())
 			}
-			m.Headers(func(name, value string) {
-				if !printableHeaderValue(value) {
-					t.Fatalf("header %s of %d bytes", name, len(value))
+			for _, h := range m.AppendHeaders(nil) {
+				if !printableHeaderValue(h.Value) {
+					t.Fatalf("header %s of %d bytes", h.Name, len(h.Value))
 				}
-			})
+			}
 		})
 	}
 }

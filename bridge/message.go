@@ -21,6 +21,7 @@ const (
 	HeaderCorrelation    = "Nr-Correlation-Data"
 	HeaderCorrelationEnc = "Nr-Correlation-Data-Encoding"
 	HeaderError          = "Nr-Error"
+	HeaderReason         = "Nr-Reason"
 	HeaderSubject        = "Nr-Subject"
 )
 
@@ -50,6 +51,9 @@ type Message struct {
 	Properties      []Property // user properties, minus msg_id and reserved names (ReservedProperty)
 	MsgID           string     // user property msg_id, "" when absent
 	DeadLetter      string     // the reason, one line, when the message is rejected
+	// Reason is DeadLetter's reason label, one of Reasons (Classify): the
+	// dead letter's Nr-Reason header and the metrics' reason label.
+	Reason string
 	// Dropped is how many user properties had a reserved name and were
 	// left out of the headers.
 	Dropped int
@@ -72,8 +76,7 @@ type Message struct {
 // own headers (Nr-Error, the origin, Nr-Original-Size) with values of at
 // most 256 bytes, no other header and no payload.
 func (m *Message) FittedDeadLetter(dedupeName string, limit, headerLimit int) ([]Header, []byte) {
-	hs := make([]Header, 0, m.HeaderCount()+3)
-	m.Headers(func(k, v string) { hs = append(hs, Header{k, v}) })
+	hs := m.AppendHeaders(make([]Header, 0, 16))
 	var dedupe Header
 	if id := m.DedupeID(); id != "" && !m.MinimalDeadLetter {
 		dedupe = Header{dedupeName, id}
@@ -188,6 +191,9 @@ func NewMessage(topic string, payload []byte, receivedAt time.Time, contentType 
 			m.Properties = append(m.Properties, p)
 		}
 	}
+	if m.DeadLetter != "" {
+		m.Reason = m.DeadLetterReason()
+	}
 	return m
 }
 
@@ -197,64 +203,44 @@ func (m *Message) setDeadLetter(reason string) {
 	}
 }
 
-// HeaderCount is the number of times Headers calls set, so that a sink can
-// size its header map or slice once: a NATS header map sized for at most 8
-// entries stays in Go's small-map layout, one allocation instead of a table.
-func (m *Message) HeaderCount() int {
-	n := 3 + len(m.Properties) // Nr-Topic, Nr-Kind, Nr-Received-At
+// AppendHeaders appends the headers of the forwarded message to hs and
+// returns the result, in a fixed order: the Nr- headers, Content-Type,
+// correlation data, user properties, and for a dead letter Nr-Reason and
+// Nr-Error (last, so no user property can follow it). It is the one place the headers are built: a sink sizes what
+// it builds from len of the result. Values are safe for NATS and Kafka
+// headers except Nr-Topic, Nr-Org and Nr-Node of a dead letter, which are
+// quoted when not printable.
+func (m *Message) AppendHeaders(hs []Header) []Header {
+	hs = append(hs, Header{HeaderTopic, HeaderSafe(m.Topic)})
 	if m.Org != "" {
-		n++
+		hs = append(hs, Header{HeaderOrg, HeaderSafe(m.Org)})
 	}
 	if m.Node != "" {
-		n++
+		hs = append(hs, Header{HeaderNode, HeaderSafe(m.Node)})
 	}
+	hs = append(hs, Header{HeaderKind, string(m.Kind)}, Header{HeaderReceivedAt, m.ReceivedAt.UTC().Format(time.RFC3339Nano)})
 	if m.ContentType != "" {
-		n++
-	}
-	if m.CorrelationData != nil {
-		n++
-		if !printableHeaderValue(string(m.CorrelationData)) {
-			n++ // Nr-Correlation-Encoding
-		}
-	}
-	if m.DeadLetter != "" {
-		n++
-	}
-	return n
-}
-
-// Headers calls set for every header of the forwarded message, in a fixed
-// order: the Nr- headers, Content-Type, correlation data, user properties,
-// and for a dead letter Nr-Error. Values are safe for NATS and Kafka headers
-// except Nr-Topic, Nr-Org and Nr-Node of a dead letter, which are quoted when
-// not printable.
-func (m *Message) Headers(set func(name, value string)) {
-	set(HeaderTopic, HeaderSafe(m.Topic))
-	if m.Org != "" {
-		set(HeaderOrg, HeaderSafe(m.Org))
-	}
-	if m.Node != "" {
-		set(HeaderNode, HeaderSafe(m.Node))
-	}
-	set(HeaderKind, string(m.Kind))
-	set(HeaderReceivedAt, m.ReceivedAt.UTC().Format(time.RFC3339Nano))
-	if m.ContentType != "" {
-		set(HeaderContentType, m.ContentType)
+		hs = append(hs, Header{HeaderContentType, m.ContentType})
 	}
 	if m.CorrelationData != nil {
 		if s := string(m.CorrelationData); printableHeaderValue(s) {
-			set(HeaderCorrelation, s)
+			hs = append(hs, Header{HeaderCorrelation, s})
 		} else {
-			set(HeaderCorrelation, base64.StdEncoding.EncodeToString(m.CorrelationData))
-			set(HeaderCorrelationEnc, "base64")
+			hs = append(hs, Header{HeaderCorrelation, base64.StdEncoding.EncodeToString(m.CorrelationData)},
+				Header{HeaderCorrelationEnc, "base64"})
 		}
 	}
 	for _, p := range m.Properties {
-		set(p.Name, p.Value)
+		hs = append(hs, Header{p.Name, p.Value})
 	}
 	if m.DeadLetter != "" {
-		set(HeaderError, HeaderSafe(m.DeadLetter))
+		reason := m.Reason
+		if reason == "" {
+			reason = ReasonOther
+		}
+		hs = append(hs, Header{HeaderReason, reason}, Header{HeaderError, HeaderSafe(m.DeadLetter)})
 	}
+	return hs
 }
 
 // HeaderSafe returns s when it is printable, else its Go-quoted form, so that

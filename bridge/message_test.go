@@ -10,7 +10,9 @@ import (
 
 func headersOf(m *Message) [][2]string {
 	var out [][2]string
-	m.Headers(func(k, v string) { out = append(out, [2]string{k, v}) })
+	for _, h := range m.AppendHeaders(nil) {
+		out = append(out, [2]string{h.Name, h.Value})
+	}
 	return out
 }
 
@@ -113,29 +115,43 @@ func BenchmarkNewMessageHeaders(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		m := NewMessage("org/o1/node/n1/events", payload, time.Now(), "application/json", []byte("c"), props)
-		m.Headers(func(k, v string) {})
+		var buf [12]Header
+		_ = m.AppendHeaders(buf[:0])
 	}
 }
 
-// TestHeaderCount checks HeaderCount against the calls Headers makes, for
-// every optional header: sinks size their maps and slices with it.
-func TestHeaderCount(t *testing.T) {
+// TestDeadLetterReasonHeader: every dead letter carries its reason label
+// (Nr-Reason) beside the reason text (Nr-Error), so readers of the
+// dead-letter stream need no second classifier of the text.
+func TestDeadLetterReasonHeader(t *testing.T) {
 	at := time.Unix(0, 0)
-	dead := NewMessage("org/bad.org/node/n1/events", []byte("p"), at, "", nil, nil)
-	if dead.DeadLetter == "" {
-		t.Fatal("org/bad.org/... is not a dead letter")
-	}
-	for name, m := range map[string]*Message{
-		"bare event":      NewMessage("org/o/node/n/events", nil, at, "", nil, nil),
-		"typical event":   NewMessage("org/o/node/n/events", nil, at, "application/json", nil, []Property{{MsgIDProperty, "m-1"}}),
-		"properties":      NewMessage("org/o/node/n/events", nil, at, "", nil, []Property{{"a", "1"}, {"a", "2"}, {"b", "3"}}),
-		"reply":           NewMessage("org/o/node/n/reply", nil, at, "application/json", []byte("c-1"), nil),
-		"binary corr":     NewMessage("org/o/node/n/reply", nil, at, "", []byte{0xff, 0}, nil),
-		"dead letter":     dead,
-		"no org and node": {Topic: "x", Kind: KindEvents, ReceivedAt: at},
+	for _, tc := range []struct {
+		name string
+		m    *Message
+		want string
+	}{
+		{"bad org", NewMessage("org/bad.org/node/n1/events", nil, at, "", nil, nil), ReasonInvalidID},
+		{"not a node topic", NewMessage("org/o/x", nil, at, "", nil, nil), ReasonOther},
+		{"property", NewMessage("org/o/node/n/events", nil, at, "", nil, []Property{{"bad\nname", "v"}}), ReasonInvalidProperty},
+		{"set later", func() *Message {
+			m := NewMessage("org/o/node/n/events", nil, at, "", nil, nil)
+			m.DeadLetter, m.Reason = "poison", ReasonPoison
+			return m
+		}(), ReasonPoison},
 	} {
-		if got, want := m.HeaderCount(), len(headersOf(m)); got != want {
-			t.Errorf("%s: HeaderCount = %d, Headers sets %d: %v", name, got, want, headersOf(m))
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[string]string{}
+			for _, h := range headersOf(tc.m) {
+				got[h[0]] = h[1]
+			}
+			if got[HeaderReason] != tc.want || got[HeaderError] == "" {
+				t.Fatalf("Nr-Reason %q Nr-Error %q, want reason %q: %v", got[HeaderReason], got[HeaderError], tc.want, headersOf(tc.m))
+			}
+		})
+	}
+	for _, h := range headersOf(NewMessage("org/o/node/n/events", nil, at, "", nil, nil)) {
+		if h[0] == HeaderReason || h[0] == HeaderError {
+			t.Fatalf("a message that is no dead letter has %s", h[0])
 		}
 	}
 }

@@ -12,8 +12,8 @@
 package dlqtail
 
 import (
+	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
@@ -63,7 +63,7 @@ type header func(name string) string
 // ("" when none is valid). prefix is the NATS subject prefix, "" on Kafka.
 func entryOf(h header, stored int, prefix string) Entry {
 	e := Entry{Error: h(bridge.HeaderError), Size: stored}
-	e.Reason = reasonOf(e.Error)
+	e.Reason = reasonOf(h(bridge.HeaderReason))
 	if n, err := strconv.Atoi(h(bridge.HeaderOriginalSize)); err == nil && n > stored {
 		e.Size, e.Cut = n, true
 	}
@@ -96,34 +96,13 @@ func entryOf(h header, stored int, prefix string) Entry {
 // the commands source).
 const headerSourceKey = "Nr-Source-Key"
 
-// reasonTexts are the texts Nr-Error lines start their cause with, for
-// each reason label: the bridge's sentinel errors, and the phrases of the
-// checks at receipt (bridge.NewMessage) and of the ORG_ID scope.
-var reasonTexts = []struct{ reason, text string }{
-	{bridge.ReasonPoison, bridge.ErrPoison.Error()},
-	{bridge.ReasonTooLarge, bridge.ErrTooLarge.Error()},
-	{bridge.ReasonRejected, bridge.ErrRejected.Error()},
-	{bridge.ReasonInvalidID, bridge.ErrInvalidID.Error()},
-	{bridge.ReasonInvalidTarget, bridge.ErrInvalidTarget.Error()},
-	{bridge.ReasonMalformed, bridge.ErrMalformed.Error()},
-	{bridge.ReasonExpired, bridge.ErrExpired.Error()},
-	{bridge.ReasonInvalidCommand, bridge.ErrInvalidCommand.Error()},
-	{bridge.ReasonOutOfScope, bridge.ErrOutOfScope.Error()},
-	{bridge.ReasonOutOfScope, "is outside ORG_ID"},
-	{bridge.ReasonInvalidProperty, "user property"},
-	{bridge.ReasonInvalidProperty, "correlation data of"},
-	{bridge.ReasonInvalidProperty, "content type"},
-}
-
-// reasonOf returns the reason label of an Nr-Error line: the reason whose
-// text comes first in it (a poison line quotes its last error after its
-// own text), bridge.ReasonOther when none is found.
-func reasonOf(line string) string {
-	best, at := bridge.ReasonOther, len(line)+1
-	for _, r := range reasonTexts {
-		if i := strings.Index(line, r.text); i >= 0 && i < at {
-			best, at = r.reason, i
-		}
+// reasonOf is the reason label a dead letter carries in Nr-Reason, set by
+// the bridge from bridge.Classify when it wrote the dead letter;
+// bridge.ReasonOther for a value outside bridge.Reasons (a dead letter
+// written before the header existed, or by something else).
+func reasonOf(label string) string {
+	if slices.Contains(bridge.Reasons, label) {
+		return label
 	}
-	return best
+	return bridge.ReasonOther
 }

@@ -74,10 +74,9 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 	}
 	if !bridge.InScope(p.Topic, w.cfg.OrgID) {
 		m.DeadLetter = fmt.Sprintf("topic %s is outside ORG_ID %s", bridge.HeaderSafe(p.Topic), w.cfg.OrgID)
-		f.reason = bridge.ReasonOutOfScope
+		m.Reason = bridge.ReasonOutOfScope
 		w.log.Warn("dead-lettering message", "topic", bridge.HeaderSafe(m.Topic), "reason", m.DeadLetter)
 	} else if m.DeadLetter != "" {
-		f.reason = m.DeadLetterReason()
 		w.log.Warn("dead-lettering message", "topic", bridge.HeaderSafe(m.Topic), "reason", m.DeadLetter)
 	} else if w.log.Enabled(w.ctx, slog.LevelDebug) {
 		w.log.Debug("message received", "topic", m.Topic, "bytes", len(m.Payload))
@@ -96,7 +95,7 @@ func (f *flight) done(err error) {
 	w := f.w
 	if err == nil {
 		if f.m.DeadLetter != "" {
-			w.metrics.DeadLettered(f.reason)
+			w.metrics.DeadLettered(f.m.Reason)
 		} else {
 			w.metrics.MessageForwarded(f.m.Kind, time.Since(f.m.ReceivedAt))
 		}
@@ -154,7 +153,7 @@ func (f *flight) done(err error) {
 func (f *flight) deadLetter(err error) {
 	w := f.w
 	f.m.DeadLetter = bridge.ReasonLine(err)
-	f.reason = bridge.ReasonOf(err)
+	f.m.Reason = bridge.ReasonOf(err)
 	f.attempt = 0
 	w.log.Warn("dead-lettering message", "topic", bridge.HeaderSafe(f.m.Topic), "reason", f.m.DeadLetter)
 	// Written from a timer goroutine, not from here: done runs on the

@@ -118,7 +118,6 @@ type flight struct {
 	pr      paho.PublishReceived
 	seq     uint64 // receive order on its worker, from 1
 	attempt int    // failed attempts since the last change of what is written
-	reason  string // the dead-letter reason label once m.DeadLetter is set
 	// failMark is the worker's stored count of m's kind at m's first failed
 	// write; a later message stored after it counts toward poison.
 	failMark uint64

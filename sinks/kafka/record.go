@@ -69,10 +69,12 @@ func (s *Sink) record(m *bridge.Message) *kgo.Record {
 		}
 		return r
 	}
-	r.Headers = make([]kgo.RecordHeader, 0, m.HeaderCount()+1) // + Nr-Msg-Id
-	m.Headers(func(k, v string) {
-		r.Headers = append(r.Headers, kgo.RecordHeader{Key: k, Value: []byte(v)})
-	})
+	var buf [12]bridge.Header
+	hs := m.AppendHeaders(buf[:0])
+	r.Headers = make([]kgo.RecordHeader, 0, len(hs)+1) // + Nr-Msg-Id
+	for _, h := range hs {
+		r.Headers = append(r.Headers, kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)})
+	}
 	if id := m.DedupeID(); id != "" {
 		r.Headers = append(r.Headers, kgo.RecordHeader{Key: HeaderMsgID, Value: []byte(id)})
 	}

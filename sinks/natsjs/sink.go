@@ -317,11 +317,13 @@ func (s *Sink) natsMsg(m *bridge.Message) *nats.Msg {
 	// One backing array for every header value instead of a slice per
 	// header; each value gets a capped one-element window of it, so a
 	// repeated name appends to a copy and never overwrites a neighbour.
-	// Sized exactly (Message.HeaderCount plus Nats-Msg-Id): an event with a
-	// content type and a msg_id has 7 headers, which Go keeps in one
-	// small-map group; a hint above 8 allocates a full table, about 750
-	// bytes more per message.
-	n := m.HeaderCount() + 1
+	// Sized exactly (the message's headers plus Nats-Msg-Id): an event
+	// with a content type and a msg_id has 7 headers, which Go keeps in
+	// one small-map group; a hint above 8 allocates a full table, about 750
+	// bytes more per message. The headers are built on the stack.
+	var buf [12]bridge.Header
+	hs := m.AppendHeaders(buf[:0])
+	n := len(hs) + 1
 	h := make(nats.Header, n)
 	vals := make([]string, 0, n)
 	add := func(k, v string) {
@@ -333,7 +335,9 @@ func (s *Sink) natsMsg(m *bridge.Message) *nats.Msg {
 		n := len(vals)
 		h[k] = vals[n-1 : n : n]
 	}
-	m.Headers(add)
+	for _, x := range hs {
+		add(x.Name, x.Value)
+	}
 	var subject string
 	if m.MsgID == "" {
 		subject = s.subject(m)
