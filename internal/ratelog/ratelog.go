@@ -36,14 +36,14 @@ func (e *Every) Allow() bool {
 }
 
 // Failures logs the failed attempts of one operation (connecting to a
-// broker, say): each attempt at WARN when its error differs from the last
-// one or Window has passed since the last WARN, at Debug otherwise, with
-// the attempt number. Reset after a success, so the next failure is WARN
-// again. It is safe for concurrent use.
+// broker, say): the first at WARN, then at most one WARN per Window, the
+// others at Debug, each with its attempt number. Errors are not compared:
+// they embed ephemeral ports and alternate between the stages a connection
+// fails at, so each would look new. Reset after a success, so the next
+// failure is WARN again. It is safe for concurrent use.
 type Failures struct {
 	mu       sync.Mutex
 	attempt  int
-	lastMsg  string
 	lastWarn time.Time
 }
 
@@ -52,10 +52,9 @@ func (f *Failures) Failed(log *slog.Logger, msg string, err error, attrs ...any)
 	f.mu.Lock()
 	f.attempt++
 	attempt := f.attempt
-	text := err.Error()
-	warn := text != f.lastMsg || time.Since(f.lastWarn) >= Window
+	warn := time.Since(f.lastWarn) >= Window
 	if warn {
-		f.lastMsg, f.lastWarn = text, time.Now()
+		f.lastWarn = time.Now()
 	}
 	f.mu.Unlock()
 	level := slog.LevelDebug
@@ -68,6 +67,6 @@ func (f *Failures) Failed(log *slog.Logger, msg string, err error, attrs ...any)
 // Reset forgets the failures: the operation succeeded.
 func (f *Failures) Reset() {
 	f.mu.Lock()
-	f.attempt, f.lastMsg, f.lastWarn = 0, "", time.Time{}
+	f.attempt, f.lastWarn = 0, time.Time{}
 	f.mu.Unlock()
 }

@@ -40,8 +40,8 @@ func TestFailures(t *testing.T) {
 			levels = append(levels, "D")
 		}
 	}
-	if got := strings.Join(levels, ""); got != "WDDWDW" {
-		t.Fatalf("levels %s, want WDDWDW:\n%s", got, buf.String())
+	if got := strings.Join(levels, ""); got != "WDDDDW" {
+		t.Fatalf("levels %s, want WDDDDW:\n%s", got, buf.String())
 	}
 	if !strings.Contains(lines[2], `"attempt":3`) || !strings.Contains(lines[5], `"attempt":1`) || !strings.Contains(lines[0], `"url":"tcp://h:1883"`) {
 		t.Fatalf("attempts or attributes wrong:\n%s", buf.String())
