@@ -6,6 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -63,11 +66,7 @@ var trackBackbones = []struct {
 func startTrackNATS(t *testing.T) trackBackbone {
 	ns := testserver.StartNATS(t, testserver.NATSOptions{})
 	_, js := testclient.ConnectNATS(t, ns.URL())
-	cfg := natsjs.Config{
-		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
-		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
-		PublishWindow: 256, AckTimeout: 2 * time.Second,
-	}
+	cfg := natsjs.Config{Streams: natsconn.Streams{SubjectPrefix: "nr", DLQStream: "NR_DLQ", ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute}, EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", PublishWindow: 256, AckTimeout: 2 * time.Second}
 	return trackBackbone{
 		open: func(t *testing.T, name string) (bridge.Sink, bridge.StatusStore) {
 			log := trackLogger(t)
@@ -77,11 +76,11 @@ func startTrackNATS(t *testing.T) trackBackbone {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			sink, err := natsjs.New(ctx, nc, cfg, log)
+			sink, err := bridgetest.StartNATSSink(ctx, nc, cfg, log)
 			if err != nil {
 				t.Fatal(err)
 			}
-			store, err := natsstatus.New(ctx, sink.JetStream(), natsstatus.Config{Bucket: "NR_COMMAND_STATUS"},
+			store, err := natsstatus.New(ctx, mustJetStream(t, nc), natsstatus.Config{Bucket: "NR_COMMAND_STATUS"},
 				natsstatus.Options{Manage: true, Replicas: 1, TTL: time.Hour}, log)
 			if err != nil {
 				t.Fatal(err)
@@ -110,7 +109,7 @@ func startTrackKafka(t *testing.T) trackBackbone {
 			defer cancel()
 			c := conn
 			c.ClientID = name
-			sink, err := kafkasink.New(ctx, c, kafkasink.Config{Window: 256}, log)
+			sink, err := bridgetest.StartKafkaSink(ctx, c, kafkasink.Config{Window: 256}, log)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -655,4 +654,15 @@ func TestCommandStatusAuth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mustJetStream is a JetStream context on nc, as the bridge gives the
+// status bucket.
+func mustJetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := natsconn.JetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -189,7 +189,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return errors.Join(err, stopHTTP(cfg, srv, httpDone), stopPublisher(), bb.Close(ctx))
 	}
 	receiverPtr.Store(receiver)
-	if err := bb.StartCommands(ctx, pub); err != nil && ctx.Err() == nil {
+	if err := bb.StartCommands(ctx, bridge.NewIntake(pub, cfg.CommandLimits, cfg.MQTT.OrgID, m), pub.ClientID()); err != nil && ctx.Err() == nil {
 		sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer scancel()
 		return errors.Join(err, stopHTTP(cfg, srv, httpDone), receiver.Stop(sctx), stopPublisher(), bb.Close(sctx))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"log/slog"
 	"strings"
 	"sync"
@@ -16,7 +17,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // doneCounter counts the messages the workers finished (written or
@@ -60,7 +60,7 @@ func runScoped(t *testing.T, mqURL, natsURL, clientID, orgID string, m bridge.Me
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sink, err := natsjs.New(ctx, nc, natsjsConfig(), log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, natsjsConfig(), log)
 	if err != nil {
 		t.Fatal(err)
 	}

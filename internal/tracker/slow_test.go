@@ -21,7 +21,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	"github.com/nr-bridge/nr-bridge/internal/tracker"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // ackCounter counts the receiver's acks and forwarded messages by kind.
@@ -113,7 +112,7 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	sink, err := natsjs.New(ctx, nc, bridgetest.NATSSinkConfig(), log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, bridgetest.NATSSinkConfig(), log)
 	if err != nil {
 		t.Fatal(err)
 	}

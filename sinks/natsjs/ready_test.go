@@ -3,6 +3,7 @@ package natsjs_test
 import (
 	"context"
 	"fmt"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"log/slog"
 	"sync"
 	"testing"
@@ -11,7 +12,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // returnsWithin reports whether f returns within d.
@@ -45,7 +45,7 @@ func TestReadyDoesNotBlockOnSlowConnection(t *testing.T) {
 	defer cancel()
 	cfg := config()
 	cfg.PublishWindow, cfg.AckTimeout = 4096, time.Minute
-	sink, err := natsjs.New(ctx, nc, cfg, log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // A stream deleted while events flow is recreated without a restart, and
@@ -40,7 +39,7 @@ func TestStreamDeleted(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				setup, err := natsjs.New(ctx, nc, scfg, bridgetest.Logger())
+				setup, err := bridgetest.StartNATSSink(ctx, nc, scfg, bridgetest.Logger())
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -17,7 +17,7 @@ import (
 
 // startScopedPublisher starts a publisher scoped to orgID (ORG_ID), stopped
 // at cleanup, and waits for its connection.
-func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) *publisher.Publisher {
+func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) scopedPublisher {
 	t.Helper()
 	cfg := mqttConfig(brokerURL, clientID)
 	cfg.OrgID = orgID
@@ -31,8 +31,16 @@ func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) *publ
 		_ = pub.Stop(ctx)
 	})
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
-	return pub
+	return scopedPublisher{pub, orgID}
 }
+
+// scopedPublisher is a publisher with the ORG_ID its intake is scoped to.
+type scopedPublisher struct {
+	*publisher.Publisher
+	org string
+}
+
+func (p scopedPublisher) scope() string { return p.org }
 
 // Issue 18.2: replicas with different ORG_ID and KAFKA_GROUP left empty
 // join a group per scope (nr-bridge-acme, nr-bridge-globex); each publishes
@@ -116,5 +124,3 @@ func TestScopedGroupStartsFromSharedOffsets(t *testing.T) {
 		t.Fatalf("agent received %d messages, want the 9 before and the one after, each once", n)
 	}
 }
-
-var _ interface{ OrgID() string } = (*publisher.Publisher)(nil)
