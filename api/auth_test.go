@@ -36,7 +36,7 @@ func startPublisher(t *testing.T, orgID string) *publisher.Publisher {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	pub := publisher.New(cfg, bridge.CommandLimits{}, slog.New(slog.DiscardHandler))
+	pub := publisher.New(cfg, slog.New(slog.DiscardHandler), nil)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

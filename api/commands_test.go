@@ -56,7 +56,7 @@ func newCmdTestEnv(t *testing.T, orgID string) *cmdTestEnv {
 	broker := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	sub := testclient.ConnectMQTT(t, broker.URL(), "sub-"+strings.ReplaceAll(t.Name(), "/", "-"), "org/#")
 	log := cmdTestLogger(t)
-	pub := publisher.New(cmdTestMQTTConfig(broker.URL(), "api-test", orgID), bridge.CommandLimits{}, log)
+	pub := publisher.New(cmdTestMQTTConfig(broker.URL(), "api-test", orgID), log, nil)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +344,7 @@ func TestCommandBrokerDown(t *testing.T) {
 func TestCommandHandlerNoLeak(t *testing.T) {
 	broker := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	leaks := goleak.IgnoreCurrent()
-	pub := publisher.New(cmdTestMQTTConfig(broker.URL(), "api-leak", ""), bridge.CommandLimits{}, cmdTestLogger(t))
+	pub := publisher.New(cmdTestMQTTConfig(broker.URL(), "api-leak", ""), cmdTestLogger(t), nil)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

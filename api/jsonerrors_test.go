@@ -27,7 +27,7 @@ func TestMuxErrorsAreJSON(t *testing.T) {
 	h := api.NewHandler(api.Deps{
 		Log:      cmdTestLogger(t),
 		Ready:    map[string]api.ReadyFunc{},
-		Commands: bridge.NewIntake(publisher.New(cfg, bridge.CommandLimits{}, cmdTestLogger(t)), bridge.CommandLimits{}, "", nil),
+		Commands: bridge.NewIntake(publisher.New(cfg, cmdTestLogger(t), nil), bridge.CommandLimits{}, "", nil),
 		Metrics:  m,
 	})
 	for _, tt := range []struct {

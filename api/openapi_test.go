@@ -133,7 +133,7 @@ func TestOpenAPIDocumentsEveryRoute(t *testing.T) {
 	h := api.NewHandler(api.Deps{
 		Log:      cmdTestLogger(t),
 		Ready:    map[string]api.ReadyFunc{},
-		Commands: bridge.NewIntake(publisher.New(cfg, bridge.CommandLimits{}, cmdTestLogger(t)), bridge.CommandLimits{}, "acme", nil),
+		Commands: bridge.NewIntake(publisher.New(cfg, cmdTestLogger(t), nil), bridge.CommandLimits{}, "acme", nil),
 		Metrics:  metrics.New("nats", "test"),
 		Statuses: tr,
 		Lister:   noStore{},

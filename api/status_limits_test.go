@@ -149,7 +149,7 @@ func TestCommandStatusEvicted(t *testing.T) {
 	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	tr.Attach(small)
 	cfg := cmdTestMQTTConfig("tcp://127.0.0.1:1", "evict-test", "")
-	r := &trackReplica{h: api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(publisher.New(cfg, bridge.CommandLimits{}, log), bridge.CommandLimits{}, "", nil), Statuses: tr})}
+	r := &trackReplica{h: api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(publisher.New(cfg, log, nil), bridge.CommandLimits{}, "", nil), Statuses: tr})}
 	for _, tt := range []struct{ id, want string }{
 		{"old", `command "old" of org "acme": command status no longer held by this replica: command status not found (each replica keeps the newest KAFKA_STATUS_MAX_COMMANDS commands of an org; replies to it are still recorded)`},
 		{"never", `command "never" of org "acme": command status not found (never sent through the bridge, or older than the command TTL plus COMMAND_STATUS_GRACE)`},

@@ -15,6 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+
 	"github.com/caarlos0/env/v11"
 	"github.com/eclipse/paho.golang/autopaho"
 	"github.com/eclipse/paho.golang/paho"
@@ -63,11 +67,7 @@ var trackBackbones = []struct {
 func startTrackNATS(t *testing.T) trackBackbone {
 	ns := testserver.StartNATS(t, testserver.NATSOptions{})
 	_, js := testclient.ConnectNATS(t, ns.URL())
-	cfg := natsjs.Config{
-		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
-		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
-		PublishWindow: 256, AckTimeout: 2 * time.Second,
-	}
+	cfg := natsjs.Config{Streams: natsconn.Streams{SubjectPrefix: "nr", DLQStream: "NR_DLQ", ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute}, EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", PublishWindow: 256, AckTimeout: 2 * time.Second}
 	return trackBackbone{
 		open: func(t *testing.T, name string) (bridge.Sink, bridge.StatusStore) {
 			log := trackLogger(t)
@@ -77,11 +77,11 @@ func startTrackNATS(t *testing.T) trackBackbone {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			sink, err := natsjs.New(ctx, nc, cfg, log)
+			sink, err := bridgetest.StartNATSSink(ctx, nc, cfg, log, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
-			store, err := natsstatus.New(ctx, sink.JetStream(), natsstatus.Config{Bucket: "NR_COMMAND_STATUS"},
+			store, err := natsstatus.New(ctx, mustJetStream(t, nc), natsstatus.Config{Bucket: "NR_COMMAND_STATUS"},
 				natsstatus.Options{Manage: true, Replicas: 1, TTL: time.Hour}, log)
 			if err != nil {
 				t.Fatal(err)
@@ -110,7 +110,7 @@ func startTrackKafka(t *testing.T) trackBackbone {
 			defer cancel()
 			c := conn
 			c.ClientID = name
-			sink, err := kafkasink.New(ctx, c, kafkasink.Config{Window: 256}, log)
+			sink, err := bridgetest.StartKafkaSink(ctx, c, kafkasink.Config{Window: 256}, log)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -176,13 +176,13 @@ func startTrackReplicaWith(t *testing.T, bb trackBackbone, brokerURL, name strin
 	})
 	cfg := cmdTestMQTTConfig(brokerURL, name, "")
 	cfg.Workers = 2
-	pub := publisher.New(cfg, bridge.CommandLimits{}, log)
+	pub := publisher.New(cfg, log, nil)
 	pub.Observe(tr)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pub.Close(context.Background()) })
-	recv := ingest.NewReceiver(cfg, tr.WrapSink(sink), log)
+	recv := ingest.NewReceiver(cfg, tr.WrapSink(sink), log, nil)
 	if err := recv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -636,7 +636,7 @@ func TestCommandStatusAuth(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = tr.Close(context.Background()) })
 	cfg := cmdTestMQTTConfig("tcp://127.0.0.1:1", "auth-test", "")
-	h := api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(publisher.New(cfg, bridge.CommandLimits{}, log), bridge.CommandLimits{}, "", nil), Statuses: tr, Auth: auth})
+	h := api.NewHandler(api.Deps{Log: log, Commands: bridge.NewIntake(publisher.New(cfg, log, nil), bridge.CommandLimits{}, "", nil), Statuses: tr, Auth: auth})
 	for _, tt := range []struct {
 		name, path, token string
 		want              int
@@ -661,4 +661,15 @@ func TestCommandStatusAuth(t *testing.T) {
 			}
 		})
 	}
+}
+
+// mustJetStream is a JetStream context on nc, as the bridge gives the
+// status bucket.
+func mustJetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := natsconn.JetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
-	"github.com/nr-bridge/nr-bridge/internal/publisher"
 )
 
 // backbone is one streaming backbone as run uses it: the sink the workers
@@ -19,10 +18,13 @@ type backbone interface {
 	// StatusStore is where command statuses are shared with the other
 	// replicas (NR_COMMAND_STATUS, nr.command-status); Close closes it.
 	StatusStore() bridge.StatusStore
-	// StartCommands starts the commands source, which publishes every
+	// StartCommands starts the commands source, which submits every
 	// command of the backbone's commands stream (NR_COMMANDS, nr.commands)
-	// through pub. It blocks until the source is set up or ctx ends.
-	StartCommands(ctx context.Context, pub *publisher.Publisher) error
+	// to in, the bridge's one command intake. instanceID is stable per
+	// replica and unique across replicas (the publisher's MQTT client ID);
+	// Kafka makes it the group instance ID (static membership). It blocks
+	// until the source is set up or ctx ends.
+	StartCommands(ctx context.Context, in *bridge.Intake, instanceID string) error
 	// StopCommands stops the commands source: no new commands, the ones in
 	// progress published and acked (or handed back when ctx ends). It is a
 	// no-op when the source was not started.
@@ -34,10 +36,10 @@ type backbone interface {
 
 // openBackbone connects the configured backbone. It blocks until the
 // backbone is reachable and set up, or ctx ends.
-func openBackbone(ctx context.Context, cfg *Config, log *slog.Logger) (backbone, error) {
+func openBackbone(ctx context.Context, cfg *Config, log *slog.Logger, m bridge.Metrics) (backbone, error) {
 	switch cfg.Backbone {
 	case "nats":
-		return openNATS(ctx, cfg, log)
+		return openNATS(ctx, cfg, log, m)
 	case "kafka":
 		return openKafka(ctx, cfg, log)
 	default:

@@ -7,7 +7,6 @@ import (
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkastatus"
-	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 	kafkasource "github.com/nr-bridge/nr-bridge/sources/kafka"
 )
@@ -26,8 +25,11 @@ type kafkaBackbone struct {
 // openKafka connects the sink, waiting while the cluster is unreachable,
 // and creates the missing topics (KAFKA_CREATE_TOPICS).
 func openKafka(ctx context.Context, cfg *Config, log *slog.Logger) (*kafkaBackbone, error) {
-	sink, err := kafkasink.New(ctx, cfg.Kafka, cfg.KafkaSink, log)
+	sink, err := kafkasink.New(cfg.Kafka, cfg.KafkaSink, log)
 	if err != nil {
+		return nil, err
+	}
+	if err := sink.Start(ctx); err != nil {
 		return nil, err
 	}
 	status, err := kafkastatus.New(ctx, cfg.Kafka, cfg.KafkaStatus, cfg.Tracking.Retention(cfg.CommandLimits.MaxTTL), log)
@@ -45,8 +47,8 @@ func (b *kafkaBackbone) Sink() bridge.Sink { return b.sink }
 func (b *kafkaBackbone) Ready() error { return b.sink.Ready() }
 
 // StartCommands joins consumer group KAFKA_GROUP on KAFKA_COMMANDS_TOPIC.
-func (b *kafkaBackbone) StartCommands(ctx context.Context, pub *publisher.Publisher) error {
-	src, err := kafkasource.New(b.cfg.Kafka, b.cfg.KafkaCommands, pub, pub.Limits(), b.log)
+func (b *kafkaBackbone) StartCommands(ctx context.Context, in *bridge.Intake, instanceID string) error {
+	src, err := kafkasource.New(b.cfg.Kafka, b.cfg.KafkaCommands, in, instanceID, b.log)
 	if err != nil {
 		return err
 	}

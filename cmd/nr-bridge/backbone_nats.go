@@ -6,19 +6,21 @@ import (
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
-	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 	cmdnatsjs "github.com/nr-bridge/nr-bridge/sources/natsjs"
 )
 
-// natsBackbone is NATS JetStream: one connection shared by the sink (and the
-// commands source).
+// natsBackbone is NATS JetStream: one connection shared by the sink, the
+// commands source and the status bucket, each with what it needs from
+// natsconn.
 type natsBackbone struct {
 	nc       *nats.Conn
+	js       jetstream.JetStream // the commands source's and the status bucket's
 	sink     *natsjs.Sink
 	commands *cmdnatsjs.Source // nil until StartCommands
 	status   *natsstatus.Store
@@ -26,17 +28,26 @@ type natsBackbone struct {
 	log      *slog.Logger
 }
 
-func openNATS(ctx context.Context, cfg *Config, log *slog.Logger) (*natsBackbone, error) {
+func openNATS(ctx context.Context, cfg *Config, log *slog.Logger, m bridge.Metrics) (*natsBackbone, error) {
 	nc, err := natsconn.Connect(cfg.NATS, "nr-bridge "+cfg.MQTT.ClientID, log)
 	if err != nil {
 		return nil, err
 	}
-	sink, err := natsjs.New(ctx, nc, cfg.JetStream, log)
+	sink, err := natsjs.New(nc, cfg.JetStream, log, m)
+	if err == nil {
+		err = sink.Start(ctx)
+	}
 	if err != nil {
 		nc.Close()
 		return nil, err
 	}
-	status, err := natsstatus.New(ctx, sink.JetStream(), cfg.NATSStatus, natsstatus.Options{
+	js, err := natsconn.JetStream(nc)
+	if err != nil {
+		_ = sink.Close(ctx)
+		nc.Close()
+		return nil, err
+	}
+	status, err := natsstatus.New(ctx, js, cfg.NATSStatus, natsstatus.Options{
 		Manage:   cfg.JetStream.ManageStreams,
 		Replicas: cfg.JetStream.Replicas,
 		TTL:      cfg.Tracking.Retention(cfg.CommandLimits.MaxTTL),
@@ -46,10 +57,10 @@ func openNATS(ctx context.Context, cfg *Config, log *slog.Logger) (*natsBackbone
 		nc.Close()
 		return nil, err
 	}
-	return &natsBackbone{nc: nc, sink: sink, status: status, cfg: cfg, log: log}, nil
+	return &natsBackbone{nc: nc, js: js, sink: sink, status: status, cfg: cfg, log: log}, nil
 }
 
-// StatusStore is the NR_COMMAND_STATUS key-value bucket, on the sink's
+// StatusStore is the NR_COMMAND_STATUS key-value bucket, on the shared
 // connection.
 func (b *natsBackbone) StatusStore() bridge.StatusStore { return b.status }
 
@@ -57,9 +68,9 @@ func (b *natsBackbone) Sink() bridge.Sink { return b.sink }
 
 func (b *natsBackbone) Ready() error { return b.sink.Ready() }
 
-// StartCommands consumes NR_COMMANDS on the sink's connection.
-func (b *natsBackbone) StartCommands(ctx context.Context, pub *publisher.Publisher) error {
-	src := cmdnatsjs.New(b.sink.JetStream(), b.cfg.NATSCommands, b.cfg.JetStream, pub, b.log)
+// StartCommands consumes NR_COMMANDS on the shared connection.
+func (b *natsBackbone) StartCommands(ctx context.Context, in *bridge.Intake, _ string) error {
+	src := cmdnatsjs.New(b.js, b.cfg.NATSCommands, b.cfg.JetStream.Streams, in, b.log)
 	if err := src.Start(ctx); err != nil {
 		return err
 	}

@@ -67,7 +67,7 @@ func (c *consoleBackbone) Recent(ctx context.Context, org string, limit int) ([]
 		var reader api.DeadLetterReader
 		switch bb := (*b).(type) {
 		case *natsBackbone:
-			reader = dlqtail.NewNATS(bb.sink.JetStream(), c.cfg.JetStream.DLQStream, c.cfg.JetStream.SubjectPrefix)
+			reader = dlqtail.NewNATS(bb.js, c.cfg.JetStream.DLQStream, c.cfg.JetStream.SubjectPrefix)
 		case *kafkaBackbone:
 			reader = dlqtail.NewKafka(c.cfg.Kafka, c.log)
 		default:

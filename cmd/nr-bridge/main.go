@@ -123,12 +123,11 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	// The command routes need the publisher, so it connects first; it
 	// reconnects on its own and refuses commands (503) until it is up.
-	pub := publisher.New(&cfg.MQTT, cfg.CommandLimits, log)
+	pub := publisher.New(&cfg.MQTT, log, m)
 	// Command tracking records into the backbone's status store once it
 	// is open (Attach below); until then commands go out untracked.
 	tr := tracker.New(cfg.Tracking, log, m)
 	pub.Observe(tr)
-	pub.SetMetrics(m)
 	if err := tr.Start(ctx); err != nil {
 		return err
 	}
@@ -162,7 +161,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve() }()
 
-	bb, err := openBackbone(ctx, cfg, log)
+	bb, err := openBackbone(ctx, cfg, log, m)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errors.Join(stopHTTP(cfg, srv, httpDone), stopPublisher()) // stopped while connecting
@@ -170,18 +169,13 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		return errors.Join(err, stopHTTP(cfg, srv, httpDone), stopPublisher())
 	}
 	backbonePtr.Store(&bb)
-	// A sink that can tell a write the backbone deduplicated (JetStream)
-	// counts it in nr_bridge_duplicates_total.
-	if s, ok := bb.Sink().(interface{ SetMetrics(bridge.Metrics) }); ok {
-		s.SetMetrics(m)
-	}
 	tr.Attach(bb.StatusStore())
-	receiver := ingest.NewReceiver(&cfg.MQTT, tr.WrapSink(bb.Sink()), log, ingest.WithMetrics(m))
+	receiver := ingest.NewReceiver(&cfg.MQTT, tr.WrapSink(bb.Sink()), log, m)
 	if err := receiver.Start(ctx); err != nil {
 		return errors.Join(err, stopHTTP(cfg, srv, httpDone), stopPublisher(), bb.Close(ctx))
 	}
 	receiverPtr.Store(receiver)
-	if err := bb.StartCommands(ctx, pub); err != nil && ctx.Err() == nil {
+	if err := bb.StartCommands(ctx, intake, pub.ClientID()); err != nil && ctx.Err() == nil {
 		sctx, scancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 		defer scancel()
 		return errors.Join(err, stopHTTP(cfg, srv, httpDone), receiver.Close(sctx), stopPublisher(), bb.Close(sctx))

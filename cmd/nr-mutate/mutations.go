@@ -105,8 +105,8 @@ var mutations = []Mutation{
 		Name:    "kafka-commit-before-puback",
 		Promise: "a command record's offset is committed only once the broker acknowledged its publish (PUBACK)",
 		File:    "sources/kafka/handle.go",
-		Search:  `		_, err = s.pub.Publish(ctx, t, c, bridge.SourceStream)`,
-		Replace: `		go s.pub.Publish(ctx, t, c, bridge.SourceStream)`,
+		Search:  `		c, _, err = s.in.Submit(ctx, bridge.SourceStream, t, r.Value)`,
+		Replace: `		go s.in.Submit(ctx, bridge.SourceStream, t, r.Value)`,
 		Tests:   []Test{{Pkg: "./sources/kafka/", Run: "^TestRetryUntilBrokerUpOrTTLRunsOut$"}},
 	},
 	{
@@ -157,7 +157,7 @@ var mutations = []Mutation{
 	{
 		Name:    "permanent-as-transient",
 		Promise: "a write JetStream refuses for good (400) is dead-lettered at once, not retried forever",
-		File:    "internal/natsconn/permanent.go",
+		File:    "internal/natsconn/errors.go",
 		Search: `func Permanent(err error) bool {
 	if err == nil {`,
 		Replace: `func Permanent(err error) bool {

@@ -13,14 +13,17 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+	"github.com/nats-io/nats.go"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+	kafkasink "github.com/nr-bridge/nr-bridge/sinks/kafka"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
@@ -99,17 +102,53 @@ func Header(r *kgo.Record, key string) (string, bool) {
 // 2 s PubAck timeout.
 func NATSSinkConfig() natsjs.Config {
 	return natsjs.Config{
-		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
-		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
+		Streams:      NATSStreams(),
+		EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES",
 		PublishWindow: 1024, AckTimeout: 2 * time.Second,
 	}
+}
+
+// NATSStreams are the shared stream settings the tests use: prefix nr,
+// NR_DLQ, managed, one replica, one-hour retention, a ten-minute dedupe
+// window.
+func NATSStreams() natsconn.Streams {
+	return natsconn.Streams{
+		SubjectPrefix: "nr", DLQStream: "NR_DLQ",
+		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: 10 * time.Minute,
+	}
+}
+
+// StartKafkaSink builds a Kafka sink of conn and cfg and starts it
+// (kafka.New, then Start with ctx); the caller closes it.
+func StartKafkaSink(ctx context.Context, conn kafkaconn.Config, cfg kafkasink.Config, log *slog.Logger) (*kafkasink.Sink, error) {
+	sink, err := kafkasink.New(conn, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := sink.Start(ctx); err != nil {
+		return nil, err
+	}
+	return sink, nil
+}
+
+// StartNATSSink builds a JetStream sink on nc with cfg and starts it
+// (natsjs.New, then Start with ctx); the caller closes it.
+func StartNATSSink(ctx context.Context, nc *nats.Conn, cfg natsjs.Config, log *slog.Logger, m bridge.Metrics) (*natsjs.Sink, error) {
+	sink, err := natsjs.New(nc, cfg, log, m)
+	if err != nil {
+		return nil, err
+	}
+	if err := sink.Start(ctx); err != nil {
+		return nil, err
+	}
+	return sink, nil
 }
 
 // StartJetStreamBridge connects to natsURL, opens a JetStream sink with
 // scfg and starts a receiver for cfg writing to it. It does not wait for
 // the workers; a cleanup stops the receiver, closes the sink and the
 // connection, in that order.
-func StartJetStreamBridge(t testing.TB, cfg *mqttconn.Config, natsURL string, scfg natsjs.Config, log *slog.Logger, opts ...ingest.WorkerOption) (*ingest.Receiver, *natsjs.Sink) {
+func StartJetStreamBridge(t testing.TB, cfg *mqttconn.Config, natsURL string, scfg natsjs.Config, log *slog.Logger, m bridge.Metrics) (*ingest.Receiver, *natsjs.Sink) {
 	t.Helper()
 	nc, err := natsconn.Connect(natsconn.Config{URL: natsURL}, "test-"+cfg.ClientID, log)
 	if err != nil {
@@ -117,12 +156,12 @@ func StartJetStreamBridge(t testing.TB, cfg *mqttconn.Config, natsURL string, sc
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sink, err := natsjs.New(ctx, nc, scfg, log)
+	sink, err := StartNATSSink(ctx, nc, scfg, log, m)
 	if err != nil {
 		nc.Close()
 		t.Fatal(err)
 	}
-	r := ingest.NewReceiver(cfg, sink, log, opts...)
+	r := ingest.NewReceiver(cfg, sink, log, m)
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

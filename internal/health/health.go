@@ -1,7 +1,3 @@
-// Package health tracks whether a sink's writes to the backbone succeed,
-// so that readiness and the backbone gauge report a backbone that answers
-// pings but refuses every write (a cluster that lost its topics, a deleted
-// stream) instead of calling it healthy.
 package health
 
 import (

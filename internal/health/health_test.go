@@ -32,7 +32,7 @@ func TestWrites(t *testing.T) {
 func TestRepairer(t *testing.T) {
 	repaired := make(chan time.Time, 10)
 	r := NewRepairer(200*time.Millisecond, func() { repaired <- time.Now() })
-	go r.Run()
+	r.Start()
 	for range 5 {
 		r.Ask()
 	}

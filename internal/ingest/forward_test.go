@@ -42,7 +42,7 @@ func startBridge(t *testing.T, cfg *mqttconn.Config, natsURL string) *ingest.Rec
 
 func startBridgeWith(t *testing.T, cfg *mqttconn.Config, natsURL string, scfg natsjs.Config) *ingest.Receiver {
 	t.Helper()
-	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, scfg, testLogger())
+	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, scfg, testLogger(), nil)
 	testserver.WaitFor(t, 10*time.Second, "workers ready", func() bool { return r.Ready() == nil })
 	return r
 }
@@ -348,7 +348,7 @@ func (s *flakySink) snapshot() (attempts int, written []string) {
 
 func runWorkers(t *testing.T, cfg *mqttconn.Config, sink bridge.Sink) *ingest.Receiver {
 	t.Helper()
-	r := ingest.NewReceiver(cfg, sink, testLogger())
+	r := ingest.NewReceiver(cfg, sink, testLogger(), nil)
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

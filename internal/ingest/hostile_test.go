@@ -41,7 +41,7 @@ func hostileConfig(brokerURL, clientID string) *mqttconn.Config {
 func startMeteredBridge(t *testing.T, cfg *mqttconn.Config, natsURL string, scfg natsjs.Config) (*ingest.Receiver, *metrics.Metrics) {
 	t.Helper()
 	m := metrics.New(metrics.BackboneNATS, "test")
-	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, scfg, testLogger(), ingest.WithMetrics(m))
+	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, scfg, testLogger(), m)
 	testserver.WaitFor(t, 10*time.Second, "workers ready", func() bool { return r.Ready() == nil })
 	return r, m
 }

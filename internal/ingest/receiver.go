@@ -16,12 +16,12 @@ type Receiver struct {
 	workers []*Worker
 }
 
-// NewReceiver creates cfg.Workers workers writing to sink; opts (such as
-// WithMetrics) apply to every worker.
-func NewReceiver(cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger, opts ...WorkerOption) *Receiver {
+// NewReceiver creates cfg.Workers workers writing to sink and counting in
+// m (nil counts nothing); Start connects them.
+func NewReceiver(cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger, m bridge.Metrics) *Receiver {
 	r := &Receiver{}
 	for i := 1; i <= cfg.Workers; i++ {
-		r.workers = append(r.workers, NewWorker(i, cfg, sink, log, opts...))
+		r.workers = append(r.workers, NewWorker(i, cfg, sink, log, m))
 	}
 	for _, w := range r.workers {
 		w.peers = r.workers

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"log/slog"
 	"strings"
 	"sync"
@@ -16,7 +17,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // doneCounter counts the messages the workers finished (written or
@@ -60,11 +60,11 @@ func runScoped(t *testing.T, mqURL, natsURL, clientID, orgID string, m bridge.Me
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sink, err := natsjs.New(ctx, nc, natsjsConfig(), log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, natsjsConfig(), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := ingest.NewReceiver(cfg, sink, log, ingest.WithMetrics(m))
+	r := ingest.NewReceiver(cfg, sink, log, m)
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

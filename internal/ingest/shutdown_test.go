@@ -3,6 +3,7 @@ package ingest_test
 import (
 	"context"
 	"fmt"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"testing"
 	"time"
 
@@ -36,7 +37,7 @@ func openJetStreamSink(t *testing.T, natsURL, name string) *natsjs.Sink {
 	t.Cleanup(nc.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sink, err := natsjs.New(ctx, nc, natsjsConfig(), testLogger())
+	sink, err := bridgetest.StartNATSSink(ctx, nc, natsjsConfig(), testLogger(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

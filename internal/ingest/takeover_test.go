@@ -23,7 +23,7 @@ func TestSessionTakenOverReported(t *testing.T) {
 	cfg := bridgetest.MQTTConfig(mq.URL(), "same-id")
 	cfg.Workers = 1
 	start := func() *ingest.Receiver {
-		r := ingest.NewReceiver(cfg, newFlakySink(0), log)
+		r := ingest.NewReceiver(cfg, newFlakySink(0), log, nil)
 		if err := r.Start(context.Background()); err != nil {
 			t.Fatal(err)
 		}

@@ -48,7 +48,7 @@ func tlsReceiver(t *testing.T, cfg *mqttconn.Config, natsURL string, log *slog.L
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, bridgetest.NATSSinkConfig(), log)
+	r, _ := bridgetest.StartJetStreamBridge(t, cfg, natsURL, bridgetest.NATSSinkConfig(), log, nil)
 	return r
 }
 

@@ -71,7 +71,7 @@ type Worker struct {
 	connWG     sync.WaitGroup         // subscribe and unsubscribe goroutines
 	watchWG    sync.WaitGroup         // the stall watchdog
 	stallAfter time.Duration          // MQTT_STALL_TIMEOUT
-	writeWarn  ratelog.Every          // the write-failure WARN, at most every 5 s
+	writeWarn  *ratelog.Limiter       // the write-failure WARN, at most every 5 s
 	connFails  ratelog.Failures       // failed connection attempts, rate-limited
 	takeover   mqttconn.Takeover      // the broker gave this session to another client
 	connErr    atomic.Pointer[string] // why the last connection attempt failed; nil once connected
@@ -82,17 +82,6 @@ type Worker struct {
 	// stalePending are filters of earlier scopes whose unsubscribe failed
 	// (the connection was down): removed at the next subscribe.
 	stalePending map[string]bool
-}
-
-// WorkerOption configures a Worker; NewReceiver passes its options to every
-// worker.
-type WorkerOption func(*Worker)
-
-// WithMetrics makes the worker report what it receives, forwards, retries,
-// dead-letters and acknowledges, its in-flight count and its connection
-// state to m. Without it (or with nil) nothing is counted.
-func WithMetrics(m bridge.Metrics) WorkerOption {
-	return func(w *Worker) { w.metrics = m }
 }
 
 // progress is what a worker stored of one kind of message (events and
@@ -128,8 +117,10 @@ type flight struct {
 	prev, next *flight // the worker's un-acked messages in receive order; under w.mu
 }
 
-// NewWorker creates worker id (1-based); Start connects it.
-func NewWorker(id int, cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger, opts ...WorkerOption) *Worker {
+// NewWorker creates worker id (1-based); Start connects it. m receives
+// what it receives, forwards, retries, dead-letters and acknowledges, its
+// in-flight count and its connection state; nil counts nothing.
+func NewWorker(id int, cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger, m bridge.Metrics) *Worker {
 	w := &Worker{
 		id:       id,
 		clientID: fmt.Sprintf("%s-w%d", cfg.ClientID, id),
@@ -141,7 +132,7 @@ func NewWorker(id int, cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger,
 		stop:     make(chan struct{}),
 		retries:  make(map[*flight]*time.Timer),
 
-		writeWarn: ratelog.Every{Interval: 5 * time.Second},
+		writeWarn: ratelog.New(5 * time.Second),
 
 		staleDone:    make(map[string]bool),
 		stalePending: make(map[string]bool),
@@ -149,9 +140,7 @@ func NewWorker(id int, cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger,
 	w.peers = []*Worker{w}
 	w.log = log.With("component", "worker", "worker", id, "client_id", w.clientID)
 	w.idle = sync.NewCond(&w.mu)
-	for _, o := range opts {
-		o(w)
-	}
+	w.metrics = m
 	if w.metrics == nil {
 		w.metrics = bridge.NopMetrics{}
 	}

@@ -2,16 +2,15 @@ package kafkaconn
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
-	"github.com/nr-bridge/nr-bridge/internal/backoff"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/nr-bridge/nr-bridge/internal/backoff"
+	"github.com/nr-bridge/nr-bridge/internal/health"
 )
 
 // PingInterval is how often a Monitor asks the cluster whether it is up;
@@ -28,101 +27,51 @@ var errNotChecked = errors.New("kafka: not checked yet")
 // Monitor tracks whether the cluster answers, for /readyz. franz-go
 // connects lazily and closes idle connections, so the state of its
 // connections says little; instead the monitor sends a metadata request
-// (kgo.Client.Ping) every PingInterval. Its goroutine runs until Close.
+// (kgo.Client.Ping) every PingInterval, on a health.Poller. NewMonitor
+// starts nothing; Start starts the pings, Close stops them.
 type Monitor struct {
-	cl     *kgo.Client
-	log    *slog.Logger
-	state  atomic.Pointer[error] // nil pointer value = up
-	cancel context.CancelFunc
-	done   chan struct{}
+	*health.Poller
 }
 
-// NewMonitor starts pinging the cluster through cl; Ready reports the
-// result of the last ping, and changes are logged to log. Close stops it;
-// it does not close cl.
+// NewMonitor returns a monitor of the cluster behind cl; Ready reports the
+// result of the last ping, and changes are logged to log. It does not close
+// cl.
 func NewMonitor(cl *kgo.Client, log *slog.Logger) *Monitor {
-	ctx, cancel := context.WithCancel(context.Background())
-	m := &Monitor{cl: cl, log: log, cancel: cancel, done: make(chan struct{})}
-	m.state.Store(&errNotChecked)
-	go m.loop(ctx)
-	return m
-}
-
-func (m *Monitor) loop(ctx context.Context) {
-	defer close(m.done)
-	for {
+	ping := func(ctx context.Context) error {
 		pctx, cancel := context.WithTimeout(ctx, PingInterval)
-		err := m.cl.Ping(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return
+		defer cancel()
+		if err := cl.Ping(pctx); err != nil {
+			return fmt.Errorf("kafka not reachable: %w", err)
 		}
-		wait := PingInterval
-		prev := *m.state.Load()
-		if err != nil {
-			err = fmt.Errorf("kafka not reachable: %w", err)
-			wait = pingRetry
-			if prev == nil || prev == errNotChecked {
-				m.log.Warn("Kafka not reachable", "err", err)
-			}
-			m.state.Store(&err)
-		} else {
-			if prev != nil {
-				m.log.Info("Kafka reachable")
-			}
-			var up error
-			m.state.Store(&up)
-		}
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
-			return
+		return nil
+	}
+	changed := func(prev, now error) {
+		switch {
+		case now != nil && (prev == nil || prev == errNotChecked):
+			log.Warn("Kafka not reachable", "err", now)
+		case now == nil && prev != nil:
+			log.Info("Kafka reachable")
 		}
 	}
-}
-
-// Ready returns nil while the cluster answered the last ping, else why not.
-func (m *Monitor) Ready() error { return *m.state.Load() }
-
-// Close stops the pings and waits for the goroutine to end.
-func (m *Monitor) Close() {
-	m.cancel()
-	<-m.done
+	return &Monitor{health.NewPoller(errNotChecked, PingInterval, pingRetry, ping, changed)}
 }
 
 // WaitReachable pings the cluster through cl with backoff (500 ms doubling
-// to 10 s) until it answers or ctx ends, logging each failed attempt, so
-// the bridge can start before Kafka does. A refusal that waiting cannot fix
-// (SASL authentication failed, a broker certificate that does not verify)
-// is returned at once.
+// to 10 s, backoff.UntilReachable) until it answers or ctx ends, logging
+// each failed attempt, so the bridge can start before Kafka does. A
+// refusal that waiting cannot fix (Refused: SASL authentication failed, a
+// broker certificate that does not verify) is returned at once.
 func WaitReachable(ctx context.Context, cl *kgo.Client, log *slog.Logger) error {
-	backoff := backoff.Exponential(500*time.Millisecond, 10*time.Second)
-	for attempt := 0; ; attempt++ {
-		pctx, cancel := context.WithTimeout(ctx, PingInterval)
-		err := cl.Ping(pctx)
-		cancel()
-		if err == nil {
+	return backoff.UntilReachable(ctx, "connect to Kafka", log, "Kafka not reachable yet, retrying", Refused,
+		func(ctx context.Context) error {
+			pctx, cancel := context.WithTimeout(ctx, PingInterval)
+			defer cancel()
+			if err := cl.Ping(pctx); err != nil {
+				if Refused(err) {
+					return fmt.Errorf("connect to Kafka: %w", err)
+				}
+				return err
+			}
 			return nil
-		}
-		if refused(err) {
-			return fmt.Errorf("connect to Kafka: %w", err)
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("connect to Kafka: %w (last error: %v)", ctx.Err(), err)
-		}
-		log.Warn("Kafka not reachable yet, retrying", "err", err, "attempt", attempt)
-		select {
-		case <-time.After(backoff(attempt)):
-		case <-ctx.Done():
-			return fmt.Errorf("connect to Kafka: %w (last error: %v)", ctx.Err(), err)
-		}
-	}
-}
-
-// refused reports whether err is the cluster rejecting the bridge's
-// credentials or the bridge rejecting the cluster's certificate.
-func refused(err error) bool {
-	var certErr *tls.CertificateVerificationError
-	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) ||
-		errors.As(err, &certErr)
+		})
 }

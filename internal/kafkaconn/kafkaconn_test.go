@@ -261,6 +261,7 @@ func TestMonitor(t *testing.T) {
 	k := testserver.StartKafka(t, testserver.KafkaOptions{})
 	cl := client(t, config(t, k, nil))
 	m := kafkaconn.NewMonitor(cl, testLogger())
+	m.Start()
 	defer m.Close()
 	testserver.WaitFor(t, 10*time.Second, "monitor ready", func() bool { return m.Ready() == nil })
 	k.Close()

@@ -11,49 +11,18 @@ package kafkastatus
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 )
-
-// Config is the status topic and the bounds of the view. Defaults are in
-// the envDefault tags.
-type Config struct {
-	Topic       string `env:"KAFKA_STATUS_TOPIC" envDefault:"nr.command-status" desc:"compacted topic of command statuses, read by every replica"`
-	MaxCommands int    `env:"KAFKA_STATUS_MAX_COMMANDS" envDefault:"10000" desc:"command statuses each replica holds in memory per org: the newest by acceptance; older ones answer 404 no longer held by this replica"`
-	MaxBytes    int64  `env:"KAFKA_STATUS_MAX_BYTES" envDefault:"67108864" desc:"bytes of status records each replica holds in memory (about), for all orgs; over it the org holding the most loses its oldest first"`
-}
-
-// Validate checks the values against conn's other topics; errors name the
-// variable.
-func (c *Config) Validate(conn kafkaconn.Config) error {
-	if !kafkaconn.ValidTopic(c.Topic) {
-		return fmt.Errorf("KAFKA_STATUS_TOPIC %q: want 1 to 249 characters of a-z A-Z 0-9 . _ -, not . or ..", c.Topic)
-	}
-	for _, t := range conn.Topics() {
-		if t == c.Topic {
-			return fmt.Errorf("KAFKA_STATUS_TOPIC %q must differ from the events, replies, commands and dead-letter topics", c.Topic)
-		}
-	}
-	if c.MaxCommands < 1 {
-		return fmt.Errorf("KAFKA_STATUS_MAX_COMMANDS must be >= 1, got %d", c.MaxCommands)
-	}
-	if c.MaxBytes < 1<<20 {
-		return fmt.Errorf("KAFKA_STATUS_MAX_BYTES must be at least 1048576, got %d", c.MaxBytes)
-	}
-	return nil
-}
 
 // recordRoom is what a record value leaves free below the topic's limit
 // for its key (at most about 1.2 KiB) and the record batch framing.
@@ -190,106 +159,6 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, retention time.
 	return s, nil
 }
 
-// ensureTopic creates the status topic, or checks that it exists.
-func ensureTopic(ctx context.Context, cl *kgo.Client, conn kafkaconn.Config, topic string, retention time.Duration, log *slog.Logger) error {
-	if err := kafkaconn.WaitReachable(ctx, cl, log); err != nil {
-		return err
-	}
-	adm := kadm.NewClient(cl)
-	details, err := adm.ListTopics(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("describe topic %s: %w", topic, err)
-	}
-	if d, ok := details[topic]; ok && d.Err == nil {
-		return nil
-	} else if ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-		return fmt.Errorf("describe topic %s: %w", topic, d.Err)
-	}
-	if !conn.CreateTopics {
-		return fmt.Errorf("topic %s (KAFKA_STATUS_TOPIC) does not exist and KAFKA_CREATE_TOPICS=false: create it compacted (cleanup.policy=compact,delete) or set KAFKA_CREATE_TOPICS=true", topic)
-	}
-	retentionMS := strconv.FormatInt(retention.Milliseconds(), 10)
-	configs := map[string]*string{
-		"cleanup.policy": ptr("compact,delete"),
-		"retention.ms":   &retentionMS,
-	}
-	resp, err := adm.CreateTopic(ctx, conn.TopicPartitions, conn.ReplicationFactor, configs, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %s (compacted, retention.ms %s; KAFKA_TOPIC_PARTITIONS, KAFKA_REPLICATION_FACTOR): %w", topic, retentionMS, err)
-	}
-	return nil
-}
-
-func ptr(s string) *string { return &s }
-
-// repairInterval is how often at most the store recreates its topic while
-// reads say it does not exist.
-const repairInterval = 2 * time.Second
-
-// repairTopic recreates the status topic after the cluster lost it
-// (kafkaconn.Repair with the same setup as at start) and reads it again
-// from its start; the view keeps what it held, so statuses of commands
-// from before the loss stay readable on this replica.
-func (s *Store) repairTopic(ctx context.Context, recreated bool) {
-	ctx, cancel := context.WithTimeout(ctx, repairInterval)
-	defer cancel()
-	ensure := func(ctx context.Context) error {
-		return ensureTopic(ctx, s.cl, s.conn, s.cfg.Topic, s.retention, s.log)
-	}
-	purged, err := kafkaconn.Repair(ctx, s.cl, ensure, recreated, []string{s.cfg.Topic}, nil)
-	switch {
-	case err != nil:
-		s.log.Error("status topic missing and not recreated", "topic", s.cfg.Topic, "err", err)
-	case len(purged) > 0:
-		s.log.Warn("status topic was missing (the cluster lost its state, or it was deleted): recreated", "topic", s.cfg.Topic)
-	}
-}
-
-// read applies every record of the topic to the view until ctx ends.
-func (s *Store) read(ctx context.Context) {
-	defer close(s.done)
-	lastWarn, lastRepair := time.Time{}, time.Time{}
-	for {
-		fetches := s.cl.PollFetches(ctx)
-		if ctx.Err() != nil || fetches.IsClientClosed() {
-			return
-		}
-		missing, recreated := false, false
-		fetches.EachError(func(topic string, p int32, err error) {
-			missing = missing || kafkaconn.TopicMissing(err)
-			recreated = recreated || errors.Is(err, kerr.UnknownTopicID)
-			if time.Since(lastWarn) > 5*time.Second {
-				lastWarn = time.Now()
-				s.log.Warn("reading the status topic failed, retrying", "topic", topic, "partition", p, "err", err)
-			}
-		})
-		if missing && time.Since(lastRepair) > repairInterval {
-			lastRepair = time.Now()
-			s.repairTopic(ctx, recreated)
-		}
-		now := s.now()
-		s.mu.Lock()
-		fetches.EachRecord(func(r *kgo.Record) {
-			s.applied[r.Partition] = r.Offset + 1
-			if r.Value == nil {
-				return // a tombstone: nothing to add
-			}
-			rec, err := s.decodeRecord(r.Value)
-			if err != nil {
-				s.log.Warn("undecodable status record skipped", "partition", r.Partition, "offset", r.Offset, "err", err)
-				return
-			}
-			s.view.apply(rec, int64(len(r.Key)+len(r.Value)), r.Timestamp, now)
-		})
-		close(s.progress)
-		s.progress = make(chan struct{})
-		s.mu.Unlock()
-	}
-}
-
 // waitApplied blocks until the view read past the offsets in target.
 func (s *Store) waitApplied(ctx context.Context, target map[int32]int64) error {
 	for {
@@ -402,66 +271,6 @@ func (s *Store) write(ctx context.Context, recs []*kgo.Record) error {
 		return fmt.Errorf("written, not read back yet: %w", err)
 	}
 	return nil
-}
-
-// catchUp waits until the view read everything the topic held when it
-// was called: what other replicas wrote until then.
-func (s *Store) catchUp(ctx context.Context) error {
-	s.lmu.Lock()
-	l := s.next
-	if l == nil {
-		l = &listing{done: make(chan struct{})}
-		s.next = l
-		if !s.listing {
-			s.listing = true
-			s.listings.Add(1)
-			go s.list()
-		}
-	}
-	s.lmu.Unlock()
-	select {
-	case <-l.done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	if l.err != nil {
-		return l.err
-	}
-	return s.waitApplied(ctx, l.target)
-}
-
-// list runs the listings callers wait for, one after the other, until
-// none waits; Close ends it (the client closes).
-func (s *Store) list() {
-	defer s.listings.Done()
-	for {
-		s.lmu.Lock()
-		l := s.next
-		s.next = nil
-		if l == nil {
-			s.listing = false
-			s.lmu.Unlock()
-			return
-		}
-		s.lmu.Unlock()
-		ctx, cancel := context.WithTimeout(s.ctx, defaultTimeout)
-		ends, err := s.adm.ListEndOffsets(ctx, s.cfg.Topic)
-		cancel()
-		if err == nil {
-			err = ends.Error()
-		}
-		if err != nil {
-			l.err = fmt.Errorf("list end offsets of %s: %w", s.cfg.Topic, err)
-		} else {
-			l.target = map[int32]int64{}
-			ends.Each(func(o kadm.ListedOffset) {
-				if o.Offset > 0 {
-					l.target[o.Partition] = o.Offset
-				}
-			})
-		}
-		close(l.done)
-	}
 }
 
 // RecordReply implements bridge.ReplyRecorder: for a command this replica

@@ -124,7 +124,10 @@ func TestViewKeepsNewestPerOrgAcrossRestart(t *testing.T) {
 	// Replies through the restarted replica's tracker, as its workers
 	// would hand them over after the backbone stored them.
 	log := bridgetest.Logger()
-	sink, err := kafkasink.New(ctx, c, kafkasink.Config{Window: 64}, log)
+	sink, err := kafkasink.New(c, kafkasink.Config{Window: 64}, log)
+	if err == nil {
+		err = sink.Start(ctx)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // TestDuplicatesCountsJetStreamDedupe: against a real nats-server, a second
@@ -28,13 +27,12 @@ func TestDuplicatesCountsJetStreamDedupe(t *testing.T) {
 	defer nc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sink, err := natsjs.New(ctx, nc, bridgetest.NATSSinkConfig(), log)
+	m := metrics.New(metrics.BackboneNATS, "test")
+	sink, err := bridgetest.StartNATSSink(ctx, nc, bridgetest.NATSSinkConfig(), log, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer sink.Close(ctx)
-	m := metrics.New(metrics.BackboneNATS, "test")
-	sink.SetMetrics(m)
 
 	write := func(msgID, payload string) {
 		t.Helper()

@@ -19,7 +19,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/api"
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
-	"github.com/nr-bridge/nr-bridge/internal/ingest"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
 	"github.com/nr-bridge/nr-bridge/internal/mqttconn"
 	"github.com/nr-bridge/nr-bridge/internal/publisher"
@@ -102,7 +101,7 @@ func TestMetricsEndToEnd(t *testing.T) {
 	cfg.Workers, cfg.MaxInflight, cfg.ReconnectMax = 2, 500, time.Second
 	scfg := bridgetest.NATSSinkConfig()
 	scfg.AckTimeout = time.Second
-	r, sink := bridgetest.StartJetStreamBridge(t, cfg, ns.URL(), scfg, log, ingest.WithMetrics(m))
+	r, sink := bridgetest.StartJetStreamBridge(t, cfg, ns.URL(), scfg, log, m)
 	m.SetBackboneCheck(sink.Ready)
 	h := api.NewHandler(api.Deps{
 		Log:     log,
@@ -318,8 +317,7 @@ func TestCommandMetrics(t *testing.T) {
 		MaxInflight: 10, AckInterval: 10 * time.Millisecond, PublishTimeout: 5 * time.Second, OrgID: "acme",
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	pub := publisher.New(cfg, bridge.DefaultCommandLimits(), log)
-	pub.SetMetrics(m)
+	pub := publisher.New(cfg, log, m)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

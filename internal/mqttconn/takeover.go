@@ -41,7 +41,7 @@ var errTakenOver = errors.New("session taken over by another client with the sam
 // socket (Mosquitto 2.0), connections closed right after they were
 // established, again and again. It is safe for concurrent use.
 type Takeover struct {
-	warn ratelog.Every
+	warn ratelog.Limiter
 
 	mu    sync.Mutex
 	upAt  time.Time

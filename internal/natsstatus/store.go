@@ -112,14 +112,15 @@ func New(ctx context.Context, js jetstream.JetStream, cfg Config, opts Options, 
 		Storage:     jetstream.FileStorage,
 		Replicas:    opts.Replicas,
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, kvCfg)
+	kv, err := natsconn.Adopt(ctx,
+		func(ctx context.Context) (jetstream.KeyValue, error) { return js.CreateOrUpdateKeyValue(ctx, kvCfg) },
+		func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, cfg.Bucket) },
+		func(err error) error { return fmt.Errorf("create key-value bucket %s: %w", cfg.Bucket, err) },
+		func(err error) {
+			log.Warn("key-value bucket exists with settings the bridge cannot apply; using it as it is", "bucket", cfg.Bucket, "err", err)
+		})
 	if err != nil {
-		existing, kerr := js.KeyValue(ctx, cfg.Bucket)
-		if kerr != nil {
-			return nil, fmt.Errorf("create key-value bucket %s: %w", cfg.Bucket, err)
-		}
-		log.Warn("key-value bucket exists with settings the bridge cannot apply; using it as it is", "bucket", cfg.Bucket, "err", err)
-		kv = existing
+		return nil, err
 	}
 	st := newStore(ctx, js, kv, log)
 	st.recreate = func(ctx context.Context) error {
@@ -188,12 +189,11 @@ func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (
 		return n, nil
 	case errors.Is(err, jetstream.ErrKeyExists), errors.Is(err, jetstream.ErrKeyRevisionMismatch), isWrongLastSequence(err):
 		return 0, fmt.Errorf("put status %s: %w", key, bridge.ErrStatusConflict)
-	case natsconn.Permanent(err):
-		// Documents are cut to fit the bucket, so this is a bucket whose
-		// limit was lowered since: classified as every other write.
-		return 0, fmt.Errorf("put status %s: %w: %w", key, bridge.ErrRejected, err)
 	}
-	return 0, fmt.Errorf("put status %s: %w", key, err)
+	// Documents are cut to fit the bucket, so a refusal for good (size
+	// included) is a bucket whose limit was lowered since: rejected,
+	// classified as every other write.
+	return 0, natsconn.WrapWrite("put status "+key, err, bridge.ErrRejected, bridge.ErrRejected)
 }
 
 // repairInterval is how often at most the store sets up a lost bucket

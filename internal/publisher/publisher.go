@@ -35,7 +35,6 @@ const ContentTypeJSON = "application/json"
 // gets a 503.
 type Publisher struct {
 	cfg      *mqttconn.Config
-	limits   bridge.CommandLimits
 	log      *slog.Logger
 	clientID string
 	now      func() time.Time
@@ -59,44 +58,24 @@ type Publisher struct {
 	inflight sync.WaitGroup // Publish calls in progress
 }
 
-// New returns a publisher for cfg's broker; Start connects it.
-// limits are the command limits the sources and the HTTP API parse with (see
-// Limits); zero fields take their defaults.
-func New(cfg *mqttconn.Config, limits bridge.CommandLimits, log *slog.Logger) *Publisher {
+// New returns a publisher for cfg's broker; Start connects it. m counts
+// its commands (published with their latency, refused by reason) and its
+// connection state; nil counts nothing.
+func New(cfg *mqttconn.Config, log *slog.Logger, m bridge.PublisherMetrics) *Publisher {
+	if m == nil {
+		m = bridge.NopMetrics{}
+	}
 	clientID := cfg.ClientID + "-pub"
 	abort, abortCancel := context.WithCancel(context.Background())
 	return &Publisher{
 		cfg:         cfg,
-		limits:      limits.WithDefaults(),
 		log:         log.With("component", "publisher", "client_id", clientID),
 		clientID:    clientID,
 		now:         time.Now,
 		abort:       abort,
 		abortCancel: abortCancel,
-		metrics:     bridge.NopMetrics{},
+		metrics:     m,
 	}
-}
-
-// SetMetrics makes the publisher count its commands (published with their
-// latency, refused by reason) and its connection state in m. Call it before
-// Start.
-func (p *Publisher) SetMetrics(m bridge.PublisherMetrics) {
-	if m != nil {
-		p.metrics = m
-	}
-}
-
-// Refused counts a command from source that was refused before it reached
-// Publish (a body that does not parse, a bad subject or key). Publish counts
-// its own refusals.
-func (p *Publisher) Refused(source string, err error) {
-	p.metrics.CommandRefused(source, bridge.ReasonOf(err))
-}
-
-// DeadLettered counts a command a source wrote to the dead-letter
-// subject or topic because of err.
-func (p *Publisher) DeadLettered(err error) {
-	p.metrics.DeadLettered(bridge.ReasonOf(err))
 }
 
 // Observe makes the publisher report every command that passed its checks
@@ -108,14 +87,7 @@ func (p *Publisher) Observe(o bridge.PublishObserver) { p.observer = o }
 // ClientID is the publisher's MQTT client ID, <MQTT_CLIENT_ID>-pub.
 func (p *Publisher) ClientID() string { return p.clientID }
 
-// OrgID is the bridge's scope, ORG_ID ("" when unscoped): the commands
-// sources derive the name they share with the replicas of the same scope
-// from it.
-func (p *Publisher) OrgID() string { return p.cfg.OrgID }
 
-// Limits returns the command limits (defaults filled in) that callers pass
-// to ParseCommand, so the HTTP API and every source validate alike.
-func (p *Publisher) Limits() bridge.CommandLimits { return p.limits }
 
 // Start opens the connection in the background; autopaho reconnects with
 // the MQTT_RECONNECT_MIN/MAX backoff until Close. It does not wait for the

@@ -61,7 +61,7 @@ func (w pubTestWriter) Write(p []byte) (int, error) {
 // its connection.
 func startPublisher(t *testing.T, cfg *mqttconn.Config) *Publisher {
 	t.Helper()
-	p := New(cfg, bridge.CommandLimits{}, pubLogger(t))
+	p := New(cfg, pubLogger(t), nil)
 	p.now = func() time.Time { return pubNow }
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatalf("Start: %v", err)
@@ -298,7 +298,7 @@ func TestPublisherTimeout(t *testing.T) {
 func TestPublisherStop(t *testing.T) {
 	broker := testserver.StartMosquitto(t, testserver.MosquittoOptions{})
 	leaks := goleak.IgnoreCurrent()
-	p := New(pubConfig(broker.URL(), "bridge-stop"), bridge.CommandLimits{}, pubLogger(t))
+	p := New(pubConfig(broker.URL(), "bridge-stop"), pubLogger(t), nil)
 	if err := p.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

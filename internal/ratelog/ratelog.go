@@ -17,22 +17,34 @@ import (
 // does not change is logged at WARN at most this often.
 const Window = 30 * time.Second
 
-// Every allows one event per interval; the zero value with interval 0 uses
-// Window. It is safe for concurrent use and never blocks.
-type Every struct {
-	Interval time.Duration
-	last     atomic.Int64 // unix nanos of the last allowed event
+// Limiter lets one WARN through per interval; the zero value lets one
+// through per Window. It is safe for concurrent use and never blocks.
+type Limiter struct {
+	interval time.Duration
+	last     atomic.Int64 // unix nanos of the last WARN let through
 }
 
-// Allow reports whether an event now is the first of its interval.
-func (e *Every) Allow() bool {
-	iv := e.Interval
+// New returns a limiter of one WARN per interval.
+func New(interval time.Duration) *Limiter { return &Limiter{interval: interval} }
+
+// Allow reports whether a WARN may be logged now; a true answer starts the
+// next interval.
+func (l *Limiter) Allow() bool {
+	iv := l.interval
 	if iv <= 0 {
 		iv = Window
 	}
 	now := time.Now().UnixNano()
-	last := e.last.Load()
-	return now-last >= int64(iv) && e.last.CompareAndSwap(last, now)
+	last := l.last.Load()
+	return now-last >= int64(iv) && l.last.CompareAndSwap(last, now)
+}
+
+// Level is slog.LevelWarn when Allow, else slog.LevelDebug.
+func (l *Limiter) Level() slog.Level {
+	if l.Allow() {
+		return slog.LevelWarn
+	}
+	return slog.LevelDebug
 }
 
 // Failures logs the failed attempts of one operation (connecting to a

@@ -9,8 +9,8 @@ import (
 	"time"
 )
 
-func TestEvery(t *testing.T) {
-	e := &Every{Interval: 50 * time.Millisecond}
+func TestLimiter(t *testing.T) {
+	e := New(50 * time.Millisecond)
 	if !e.Allow() || e.Allow() {
 		t.Fatal("want the first event allowed and the second, at once, not")
 	}

@@ -57,7 +57,7 @@ type conn struct {
 	replyWG     sync.WaitGroup
 	replySeq    atomic.Uint64
 
-	warn ratelog.Every // publish-failure warnings, at most every 5 s
+	warn *ratelog.Limiter // publish-failure warnings, at most every 5 s
 }
 
 // job is one event to publish.
@@ -69,7 +69,7 @@ type job struct {
 func newConn(k int, cfg *Config, st *stats, nodes []*node) *conn {
 	c := &conn{
 		k:        k,
-		warn:     ratelog.Every{Interval: 5 * time.Second},
+		warn:     ratelog.New(5 * time.Second),
 		clientID: fmt.Sprintf("%s-%d", cfg.ClientPrefix, k),
 		cfg:      cfg,
 		st:       st,

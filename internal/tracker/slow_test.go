@@ -21,7 +21,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
 	"github.com/nr-bridge/nr-bridge/internal/tracker"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // ackCounter counts the receiver's acks and forwarded messages by kind.
@@ -116,7 +115,7 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	sink, err := natsjs.New(ctx, nc, bridgetest.NATSSinkConfig(), log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, bridgetest.NATSSinkConfig(), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +127,7 @@ func TestSlowStatusStoreDoesNotHoldBackMQTT(t *testing.T) {
 	m := &ackCounter{forwarded: map[bridge.Kind]int{}}
 	mcfg := bridgetest.MQTTConfig(mq.URL(), "slow-status")
 	mcfg.Workers, mcfg.MaxInflight, mcfg.ReconnectMax = 2, 500, time.Second
-	r := ingest.NewReceiver(mcfg, tracker.WrapSink(sink), log, ingest.WithMetrics(m))
+	r := ingest.NewReceiver(mcfg, tracker.WrapSink(sink), log, m)
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

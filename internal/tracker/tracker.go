@@ -36,7 +36,7 @@ type Tracker struct {
 	workers sync.WaitGroup
 	exp     *expiries
 
-	dropWarn ratelog.Every // the dropped-reply-update WARN, at most every 5 s
+	dropWarn *ratelog.Limiter // the dropped-reply-update WARN, at most every 5 s
 
 	// written holds the status and revision this replica just wrote for a
 	// command being published, so the published (or failed) write can go
@@ -68,7 +68,7 @@ func New(cfg Config, log *slog.Logger, m bridge.StatusMetrics) *Tracker {
 		now:     time.Now,
 		jobs:    make(chan replyJob, replyQueueLen),
 	}
-	t.dropWarn.Interval = 5 * time.Second
+	t.dropWarn = ratelog.New(5 * time.Second)
 	t.exp = newExpiries(maxPendingExpiries, t.expire)
 	return t
 }

@@ -38,7 +38,10 @@ func startSink(t *testing.T, conn kafkaconn.Config, window int) *kafkasink.Sink 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sink, err := kafkasink.New(ctx, conn, kafkasink.Config{Window: window}, testLogger())
+	sink, err := kafkasink.New(conn, kafkasink.Config{Window: window}, testLogger())
+	if err == nil {
+		err = sink.Start(ctx)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +58,7 @@ func startSink(t *testing.T, conn kafkaconn.Config, window int) *kafkasink.Sink 
 // startReceiver runs the MQTT workers writing to sink, stopped at cleanup.
 func startReceiver(t *testing.T, cfg *mqttconn.Config, sink bridge.Sink) *ingest.Receiver {
 	t.Helper()
-	r := ingest.NewReceiver(cfg, sink, testLogger())
+	r := ingest.NewReceiver(cfg, sink, testLogger(), nil)
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -63,10 +63,7 @@ func (s *Sink) record(m *bridge.Message) *kgo.Record {
 	if m.DeadLetter != "" {
 		hs, value := m.FittedDeadLetter(HeaderMsgID, s.limits.MaxDeadLetter(r.Topic, len(r.Key)), 0)
 		r.Value = value
-		r.Headers = make([]kgo.RecordHeader, len(hs))
-		for i, h := range hs {
-			r.Headers[i] = kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)}
-		}
+		r.Headers = kafkaconn.Headers(hs)
 		return r
 	}
 	var buf [12]bridge.Header
@@ -81,25 +78,22 @@ func (s *Sink) record(m *bridge.Message) *kgo.Record {
 	return r
 }
 
-// classify is the sink's one classification of Kafka write errors
-// (kafkaconn.Permanent): a record too large for its topic is wrapped with
-// bridge.ErrTooLarge, any other refusal for good (INVALID_RECORD) with
-// bridge.ErrRejected, both keeping the cluster's error, so the worker
-// dead-letters the message at once with it as Nr-Error. Everything else
-// (the cluster unreachable, an unknown topic, authorization) is returned as
-// it is and retried.
+// classify gives a produce error its meaning through kafkaconn.WrapWrite,
+// the one classification of Kafka write errors: a record too large for
+// its topic is wrapped with bridge.ErrTooLarge, any other refusal for good
+// (INVALID_RECORD) with bridge.ErrRejected, both keeping the cluster's
+// error, so the worker dead-letters the message at once with it as
+// Nr-Error. Everything else (the cluster unreachable, an unknown topic,
+// authorization) is retried.
 func (s *Sink) classify(r *kgo.Record, err error) error {
 	if err == nil {
 		return nil
 	}
-	switch {
-	case kafkaconn.TooLarge(err):
-		return fmt.Errorf("produce to %s: %d bytes with key and headers (topic limit %d bytes): %w: %w",
-			r.Topic, recordSize(r), s.limits.MaxBytes(r.Topic), bridge.ErrTooLarge, err)
-	case kafkaconn.Permanent(err):
-		return fmt.Errorf("produce to %s: %w: %w", r.Topic, bridge.ErrRejected, err)
+	op := "produce to " + r.Topic
+	if kafkaconn.TooLarge(err) {
+		op = fmt.Sprintf("%s: %d bytes with key and headers (topic limit %d bytes)", op, recordSize(r), s.limits.MaxBytes(r.Topic))
 	}
-	return fmt.Errorf("produce to %s: %w", r.Topic, err)
+	return kafkaconn.WrapWrite(op, err, bridge.ErrTooLarge, bridge.ErrRejected)
 }
 
 // recordSize is about what r counts against the topic's limit.

@@ -3,6 +3,7 @@ package kafka_test
 import (
 	"context"
 	"fmt"
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"strings"
 	"testing"
 	"time"
@@ -70,7 +71,7 @@ func TestClusterLostStateUnmanaged(t *testing.T) {
 	createTopics()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sink, err := kafkasink.New(ctx, kafkaConfig(t, k, map[string]string{"KAFKA_CREATE_TOPICS": "false"}),
+	sink, err := bridgetest.StartKafkaSink(ctx, kafkaConfig(t, k, map[string]string{"KAFKA_CREATE_TOPICS": "false"}),
 		kafkasink.Config{Window: 256, UnhealthyAfter: 2 * time.Second}, testLogger())
 	if err != nil {
 		t.Fatal(err)

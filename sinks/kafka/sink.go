@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -31,7 +32,8 @@ import (
 type Sink struct {
 	conn   kafkaconn.Config
 	cfg    Config
-	cl     *kgo.Client
+	opts   []kgo.Opt   // the client's, for Start
+	cl     *kgo.Client // created by Start
 	limits *kafkaconn.Limits
 	mon    *kafkaconn.Monitor
 	log    *slog.Logger
@@ -55,12 +57,9 @@ type Sink struct {
 	recreated atomic.Bool      // a produce failed with UNKNOWN_TOPIC_ID: purge before producing again
 }
 
-// New connects to the cluster, waiting (with backoff, until ctx ends)
-// while it is unreachable, makes sure the topics exist (kafkaconn.
-// EnsureTopics: events, replies, commands and dead letters) and reads their
-// size limits. A refusal from the cluster (topic creation denied, bad
-// credentials) is returned.
-func New(ctx context.Context, conn kafkaconn.Config, cfg Config, log *slog.Logger) (*Sink, error) {
+// New returns a sink of conn and cfg. It neither connects nor starts
+// goroutines: Start does. It fails when a TLS file cannot be loaded.
+func New(conn kafkaconn.Config, cfg Config, log *slog.Logger) (*Sink, error) {
 	log = log.With("component", "sink", "backbone", "kafka")
 	if cfg.UnhealthyAfter <= 0 {
 		cfg.UnhealthyAfter = DefaultUnhealthyAfter
@@ -75,28 +74,19 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, log *slog.Logge
 		// The window bounds records in flight; franz-go's own bound only
 		// has to leave room for dead letters, which bypass the window.
 		kgo.MaxBufferedRecords(2*cfg.Window+1024),
-		// The topics exist once New returns, so a topic the cluster does
+		// The topics exist once Start returns, so a topic the cluster does
 		// not know was lost (a cluster wiped, a topic deleted): fail its
 		// records at the first metadata answer that says so, instead of
 		// after four, so that the repair loop recreates it within a
 		// second or two, while the workers retry the records.
 		kgo.UnknownTopicRetries(1),
 	)
-	cl, err := kgo.NewClient(opts...)
-	if err != nil {
-		return nil, fmt.Errorf("kafka client: %w", err)
-	}
-	if err := setup(ctx, cl, conn, limits, log); err != nil {
-		cl.Close()
-		return nil, err
-	}
 	pctx, cancel := context.WithCancel(context.Background())
 	s := &Sink{
 		conn:          conn,
 		cfg:           cfg,
-		cl:            cl,
+		opts:          opts,
 		limits:        limits,
-		mon:           kafkaconn.NewMonitor(cl, log),
 		log:           log,
 		produceCtx:    pctx,
 		cancelProduce: cancel,
@@ -105,9 +95,37 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, log *slog.Logge
 		loopDone:      make(chan struct{}),
 	}
 	s.repairer = health.NewRepairer(repairInterval, s.repair)
-	go s.completionLoop()
-	go s.repairer.Run()
 	return s, nil
+}
+
+// Start connects to the cluster, waiting (with backoff, until ctx ends)
+// while it is unreachable, makes sure the topics exist (kafkaconn.
+// EnsureTopics: events, replies, commands and dead letters), reads their
+// size limits, then starts the sink's goroutines: the completion loop, the
+// readiness monitor and the topic repairer. A refusal from the cluster
+// (topic creation denied, bad credentials) is returned, and the sink stays
+// unstarted. ctx only bounds the setup.
+func (s *Sink) Start(ctx context.Context) error {
+	cl, err := kgo.NewClient(s.opts...)
+	if err != nil {
+		return fmt.Errorf("kafka client: %w", err)
+	}
+	if err := setup(ctx, cl, s.conn, s.limits, s.log); err != nil {
+		cl.Close()
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cl != nil || s.closed {
+		cl.Close()
+		return fmt.Errorf("start kafka sink: %w", bridge.ErrClosed)
+	}
+	s.cl = cl
+	s.mon = kafkaconn.NewMonitor(cl, s.log)
+	go s.completionLoop()
+	s.mon.Start()
+	s.repairer.Start()
+	return nil
 }
 
 func setup(ctx context.Context, cl *kgo.Client, conn kafkaconn.Config, limits *kafkaconn.Limits, log *slog.Logger) error {
@@ -131,7 +149,13 @@ func setup(ctx context.Context, cl *kgo.Client, conn kafkaconn.Config, limits *k
 // (a cluster that answers but lost its topics, a partition without a
 // leader), it says so, with the last error.
 func (s *Sink) Ready() error {
-	if err := s.mon.Ready(); err != nil {
+	s.mu.RLock()
+	mon := s.mon
+	s.mu.RUnlock()
+	if mon == nil {
+		return errors.New("kafka: not started")
+	}
+	if err := mon.Ready(); err != nil {
 		return err
 	}
 	return s.health.Check(s.cfg.UnhealthyAfter)
@@ -152,7 +176,7 @@ func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
 		}
 	}
 	s.mu.RLock()
-	if s.closed {
+	if s.closed || s.cl == nil {
 		s.mu.RUnlock()
 		if slot {
 			<-s.window
@@ -218,6 +242,10 @@ func (s *Sink) Close(ctx context.Context) error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	if s.cl == nil { // never started
+		s.cancelProduce()
+		return nil
+	}
 
 	err := s.cl.Flush(ctx)
 	if err != nil {
@@ -225,8 +253,7 @@ func (s *Sink) Close(ctx context.Context) error {
 		s.cancelProduce()
 	}
 	s.mon.Close()
-	s.repairer.Stop()
-	<-s.repairer.Done()
+	s.repairer.Close()
 	s.cl.Close()
 	// Every promise has run now (Close fails what was left), so pending
 	// only waits for the completion loop to call the last done callbacks.

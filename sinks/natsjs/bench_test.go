@@ -4,13 +4,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
+
 	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // BenchmarkNatsMsg measures building the JetStream message (subject and
 // headers) of a typical nr-sim event: content type and msg_id.
 func BenchmarkNatsMsg(b *testing.B) {
-	s := &Sink{cfg: Config{SubjectPrefix: "nr"}}
+	s := &Sink{cfg: Config{Streams: natsconn.Streams{SubjectPrefix: "nr"}}}
 	payload := make([]byte, 256)
 	m := bridge.NewMessage("org/demo/node/n42/events", payload, time.Now(), "application/json", nil,
 		[]bridge.Property{{Name: "msg_id", Value: "9db34b75.demo.n42.1"}})
@@ -26,7 +28,7 @@ func BenchmarkNatsMsg(b *testing.B) {
 // event's header map must stay in Go's small-map layout (6 allocations; a
 // hint above 8 made it 8 and 1,112 bytes).
 func TestNatsMsgAllocations(t *testing.T) {
-	s := &Sink{cfg: Config{SubjectPrefix: "nr"}}
+	s := &Sink{cfg: Config{Streams: natsconn.Streams{SubjectPrefix: "nr"}}}
 	m := bridge.NewMessage("org/demo/node/n42/events", make([]byte, 256), time.Now(), "application/json", nil,
 		[]bridge.Property{{Name: "msg_id", Value: "9db34b75.demo.n42.1"}})
 	if got := testing.AllocsPerRun(200, func() { s.natsMsg(m) }); got > 6 {
@@ -37,7 +39,7 @@ func TestNatsMsgAllocations(t *testing.T) {
 // TestNatsMsgDedupeID: natsMsg builds the subject and Nats-Msg-Id in one
 // string; they must be what NodeTopic.Subject and Message.DedupeID say.
 func TestNatsMsgDedupeID(t *testing.T) {
-	s := &Sink{cfg: Config{SubjectPrefix: "nr"}}
+	s := &Sink{cfg: Config{Streams: natsconn.Streams{SubjectPrefix: "nr"}}}
 	for _, topic := range []string{"org/tenantA/node/x/events", "org/b/node/v-1_2/reply"} {
 		m := bridge.NewMessage(topic, nil, time.Now(), "", nil, []bridge.Property{{Name: "msg_id", Value: "K"}})
 		msg := s.natsMsg(m)

@@ -1,27 +1,26 @@
 // Package natsjs writes node events and replies to NATS JetStream: one
 // subject per node and kind, async publishing with a bounded window, and a
-// message is reported written only after its PubAck.
+// message is reported written only after its PubAck. What it shares with
+// the commands source and the status bucket (subject prefix, dead-letter
+// stream, stream setup, error recognition) is in internal/natsconn.
 package natsjs
 
 import (
 	"fmt"
-	"strings"
 	"time"
+
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 )
 
-// Config is the JetStream side of the sink. Defaults are in the envDefault
+// Config is the JetStream side of the sink: the shared stream settings
+// (natsconn.Streams) and the sink's own. Defaults are in the envDefault
 // tags.
 type Config struct {
-	SubjectPrefix   string        `env:"NATS_SUBJECT_PREFIX" envDefault:"nr" desc:"first token of every subject (nr.org.<org>.node.<node>.events)"`
-	EventsStream    string        `env:"NATS_EVENTS_STREAM" envDefault:"NR_EVENTS" desc:"stream for events"`
-	RepliesStream   string        `env:"NATS_REPLIES_STREAM" envDefault:"NR_REPLIES" desc:"stream for command replies"`
-	DLQStream       string        `env:"NATS_DLQ_STREAM" envDefault:"NR_DLQ" desc:"stream for dead letters (<prefix>.dlq.>)"`
-	ManageStreams   bool          `env:"NATS_MANAGE_STREAMS" envDefault:"true" desc:"create or update the streams at start; false = use them as the operator configured them (they must exist)"`
-	Replicas        int           `env:"NATS_STREAM_REPLICAS" envDefault:"1" desc:"replicas of each managed stream (1 to 5)"`
-	MaxAge          time.Duration `env:"NATS_STREAM_MAX_AGE" envDefault:"168h" desc:"how long managed streams keep messages (0 = forever)"`
-	DuplicateWindow time.Duration `env:"NATS_DUPLICATE_WINDOW" envDefault:"10m" desc:"JetStream dedupe window for Nats-Msg-Id; should exceed the longest redelivery delay (MQTT_SESSION_EXPIRY)"`
-	PublishWindow   int           `env:"NATS_PUBLISH_WINDOW" envDefault:"4096" desc:"async publishes awaiting a PubAck at most"`
-	AckTimeout      time.Duration `env:"NATS_ACK_TIMEOUT" envDefault:"5s" desc:"how long a publish waits for its PubAck before it is retried"`
+	natsconn.Streams
+	EventsStream  string        `env:"NATS_EVENTS_STREAM" envDefault:"NR_EVENTS" desc:"stream for events"`
+	RepliesStream string        `env:"NATS_REPLIES_STREAM" envDefault:"NR_REPLIES" desc:"stream for command replies"`
+	PublishWindow int           `env:"NATS_PUBLISH_WINDOW" envDefault:"4096" desc:"async publishes awaiting a PubAck at most"`
+	AckTimeout    time.Duration `env:"NATS_ACK_TIMEOUT" envDefault:"5s" desc:"how long a publish waits for its PubAck before it is retried"`
 	// UnhealthyAfter is how long every publish may fail before Ready (and
 	// so /readyz and nr_bridge_backbone_connected) reports JetStream
 	// unhealthy although the connection is up.
@@ -34,22 +33,13 @@ const DefaultUnhealthyAfter = 15 * time.Second
 
 // Validate checks the values; errors name the variable.
 func (c *Config) Validate() error {
-	if c.SubjectPrefix == "" || strings.ContainsAny(c.SubjectPrefix, " \t\r\n*>") || strings.HasPrefix(c.SubjectPrefix, ".") || strings.HasSuffix(c.SubjectPrefix, ".") {
-		return fmt.Errorf("NATS_SUBJECT_PREFIX %q: want NATS tokens without wildcards or spaces, e.g. nr", c.SubjectPrefix)
+	if err := c.Streams.Validate(); err != nil {
+		return err
 	}
-	for _, s := range []struct{ name, v string }{{"NATS_EVENTS_STREAM", c.EventsStream}, {"NATS_REPLIES_STREAM", c.RepliesStream}, {"NATS_DLQ_STREAM", c.DLQStream}} {
-		if !validStreamName(s.v) {
+	for _, s := range []struct{ name, v string }{{"NATS_EVENTS_STREAM", c.EventsStream}, {"NATS_REPLIES_STREAM", c.RepliesStream}} {
+		if !natsconn.ValidName(s.v) {
 			return fmt.Errorf("%s %q: stream names cannot be empty or contain spaces, . * > / \\", s.name, s.v)
 		}
-	}
-	if c.Replicas < 1 || c.Replicas > 5 {
-		return fmt.Errorf("NATS_STREAM_REPLICAS must be between 1 and 5, got %d", c.Replicas)
-	}
-	if c.MaxAge < 0 {
-		return fmt.Errorf("NATS_STREAM_MAX_AGE must be >= 0, got %s", c.MaxAge)
-	}
-	if c.DuplicateWindow <= 0 || (c.MaxAge > 0 && c.DuplicateWindow > c.MaxAge) {
-		return fmt.Errorf("NATS_DUPLICATE_WINDOW must be > 0 and <= NATS_STREAM_MAX_AGE, got %s", c.DuplicateWindow)
 	}
 	if c.PublishWindow < 1 || c.PublishWindow > 1<<20 {
 		return fmt.Errorf("NATS_PUBLISH_WINDOW must be between 1 and 1048576, got %d", c.PublishWindow)
@@ -58,8 +48,4 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("NATS_ACK_TIMEOUT must be > 0, got %s", c.AckTimeout)
 	}
 	return nil
-}
-
-func validStreamName(s string) bool {
-	return s != "" && !strings.ContainsAny(s, " \t\r\n.*>/\\")
 }

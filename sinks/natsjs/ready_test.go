@@ -8,10 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // returnsWithin reports whether f returns within d.
@@ -45,7 +46,7 @@ func TestReadyDoesNotBlockOnSlowConnection(t *testing.T) {
 	defer cancel()
 	cfg := config()
 	cfg.PublishWindow, cfg.AckTimeout = 4096, time.Minute
-	sink, err := natsjs.New(ctx, nc, cfg, log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, cfg, log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

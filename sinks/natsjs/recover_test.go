@@ -13,7 +13,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 )
 
 // A stream deleted while events flow is recreated without a restart, and
@@ -40,7 +39,7 @@ func TestStreamDeleted(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				setup, err := natsjs.New(ctx, nc, scfg, bridgetest.Logger())
+				setup, err := bridgetest.StartNATSSink(ctx, nc, scfg, bridgetest.Logger(), nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -55,7 +54,7 @@ func TestStreamDeleted(t *testing.T) {
 				sc = st.CachedInfo().Config
 				scfg.ManageStreams = false
 			}
-			r, sink := bridgetest.StartJetStreamBridge(t, cfg, ns.URL(), scfg, bridgetest.Logger())
+			r, sink := bridgetest.StartJetStreamBridge(t, cfg, ns.URL(), scfg, bridgetest.Logger(), nil)
 			testserver.WaitFor(t, 10*time.Second, "workers ready", func() bool { return r.Ready() == nil })
 			pub := testclient.ConnectMQTT(t, mq.URL(), "node")
 

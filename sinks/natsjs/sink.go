@@ -2,11 +2,9 @@ package natsjs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -34,7 +32,10 @@ const (
 // framing FitDeadLetter does not count.
 const deadLetterMargin = 1024
 
-// Sink is the JetStream sink. It is safe for concurrent use.
+// Sink is the JetStream sink. It is safe for concurrent use. New builds
+// it; Start sets up the streams and starts its goroutines (the ack loop,
+// the readiness poller and the stream repairer); Close stops and waits for
+// them.
 type Sink struct {
 	cfg Config
 	nc  *nats.Conn
@@ -44,30 +45,28 @@ type Sink struct {
 	window  chan struct{} // one token per publish awaiting its PubAck
 	pending chan pending  // futures in publish order, read by the ack loop
 
-	mu     sync.RWMutex
-	closed bool
-	done   chan struct{} // closed when the ack loop has resolved everything
+	mu      sync.RWMutex
+	started bool
+	closed  bool
+	done    chan struct{} // closed when the ack loop has resolved everything
 
-	// ready is what Ready reports, refreshed every readyRefresh by
-	// watchReady: nats.go holds the connection's lock while a write to the
-	// server blocks (a slow link, up to its one-minute flusher timeout), and
+	// ready polls the connection status behind Ready every readyRefresh:
+	// nats.go holds the connection's lock while a write to the server
+	// blocks (a slow link, up to its one-minute flusher timeout), and
 	// reading the status there would hang /readyz and /metrics with it.
-	ready     atomic.Pointer[readyState]
-	stopReady chan struct{}
-	readyDone chan struct{} // closed when watchReady returned
+	ready *health.Poller
 
 	health   health.Writes
 	repairer *health.Repairer // recreates missing streams, off the write path
 
-	// metrics counts the writes JetStream deduplicated (SetMetrics); nil
-	// until set, read by the ack loop.
-	metrics atomic.Pointer[bridge.Metrics]
+	// metrics counts the writes JetStream deduplicated: a redelivery the
+	// bridge wrote again (PubAck duplicate flag), which readers of the
+	// stream do not see twice and operators would otherwise never see.
+	metrics bridge.Metrics
 }
 
 // readyRefresh is how often the connection status behind Ready is read.
 const readyRefresh = 250 * time.Millisecond
-
-type readyState struct{ err error }
 
 type pending struct {
 	fut  jetstream.PubAckFuture
@@ -75,16 +74,18 @@ type pending struct {
 	done func(error)
 }
 
-// New returns a sink on nc. With ManageStreams it creates or updates the
-// streams, retrying while the server is unreachable until ctx ends; a
-// refusal from the server (bad config, JetStream disabled) is returned.
-func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sink, error) {
-	js, err := jetstream.New(nc,
+// New returns a sink on nc counting in m (nil counts nothing); it neither
+// talks to the server nor starts goroutines: Start does.
+func New(nc *nats.Conn, cfg Config, log *slog.Logger, m bridge.Metrics) (*Sink, error) {
+	if m == nil {
+		m = bridge.NopMetrics{}
+	}
+	js, err := natsconn.JetStream(nc,
 		jetstream.WithPublishAsyncMaxPending(cfg.PublishWindow),
 		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("jetstream: %w", err)
+		return nil, err
 	}
 	s := &Sink{
 		cfg:     cfg,
@@ -94,89 +95,38 @@ func New(ctx context.Context, nc *nats.Conn, cfg Config, log *slog.Logger) (*Sin
 		window:  make(chan struct{}, cfg.PublishWindow),
 		pending: make(chan pending, cfg.PublishWindow),
 		done:    make(chan struct{}),
-
-		stopReady: make(chan struct{}),
-		readyDone: make(chan struct{}),
+		metrics: m,
 	}
 	s.repairer = health.NewRepairer(repairInterval, s.repair)
+	s.ready = health.NewPoller(s.connState(), readyRefresh, readyRefresh,
+		func(context.Context) error { return s.connState() }, nil)
 	if s.cfg.UnhealthyAfter <= 0 {
 		s.cfg.UnhealthyAfter = DefaultUnhealthyAfter
 	}
-	if err := s.setup(ctx); err != nil {
-		return nil, err
-	}
-	s.ready.Store(&readyState{err: s.connState()})
-	go s.ackLoop()
-	go s.watchReady()
-	go s.repairer.Run()
 	return s, nil
 }
 
-// SetMetrics makes the sink count every write JetStream acknowledged as a
-// duplicate (PubAck duplicate flag: a message with the same Nats-Msg-Id was
-// stored within the stream's duplicate window) with m.Deduplicated. The
-// stream keeps one copy, so without this count a redelivery the bridge
-// wrote again would be invisible to operators. It may be called while
-// writes are in flight.
-func (s *Sink) SetMetrics(m bridge.Metrics) {
-	if m == nil {
-		m = bridge.NopMetrics{}
+// Start sets up the streams (created or updated with ManageStreams, else
+// checked), retrying while the server is unreachable until ctx ends, then
+// starts the sink's goroutines. A refusal from the server (bad config,
+// JetStream disabled) is returned, and the sink stays unstarted. ctx only
+// bounds the setup.
+func (s *Sink) Start(ctx context.Context) error {
+	err := backoff.UntilReachable(ctx, "set up streams", s.log, "JetStream not reachable yet, retrying",
+		func(err error) bool { return !natsconn.Unreachable(err) }, s.ensureStreams)
+	if err != nil {
+		return err
 	}
-	s.metrics.Store(&m)
-}
-
-// JetStream returns the JetStream context, shared with the commands source.
-func (s *Sink) JetStream() jetstream.JetStream { return s.js }
-
-func (s *Sink) setup(ctx context.Context) error {
-	backoff := backoff.Exponential(500*time.Millisecond, 10*time.Second)
-	for attempt := 0; ; attempt++ {
-		err := s.ensureStreams(ctx)
-		if err == nil {
-			return nil
-		}
-		if !Transient(err) {
-			return err
-		}
-		s.log.Warn("JetStream not reachable yet, retrying", "err", err, "attempt", attempt)
-		select {
-		case <-time.After(backoff(attempt)):
-		case <-ctx.Done():
-			return fmt.Errorf("set up streams: %w (last error: %v)", ctx.Err(), err)
-		}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.started || s.closed {
+		return fmt.Errorf("start jetstream sink: %w", bridge.ErrClosed)
 	}
-}
-
-func (s *Sink) ensureStreams(ctx context.Context) error {
-	for _, sc := range s.cfg.streamConfigs() {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		var err error
-		if s.cfg.ManageStreams {
-			err = EnsureStream(cctx, s.js, sc, s.log)
-		} else {
-			err = CheckStream(cctx, s.js, sc.Name)
-		}
-		cancel()
-		if err != nil {
-			return err
-		}
-	}
+	s.started = true
+	go s.ackLoop()
+	s.ready.Start()
+	s.repairer.Start()
 	return nil
-}
-
-// Transient reports whether err means "server not reachable (yet)" (a
-// timeout, no responders, a reconnecting connection) rather than a refusal
-// from the server, which is worth stopping for.
-func Transient(err error) bool {
-	var apiErr *jetstream.APIError
-	if errors.As(err, &apiErr) {
-		return false
-	}
-	if errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) ||
-		errors.Is(err, jetstream.ErrStreamNotFound) {
-		return false
-	}
-	return true
 }
 
 // Ready returns nil while the NATS connection is up, else its state and
@@ -189,25 +139,10 @@ func Transient(err error) bool {
 // the bridge cannot recreate, a server that refuses writes although the
 // connection is up) it says so, with the last error.
 func (s *Sink) Ready() error {
-	if err := s.ready.Load().err; err != nil {
+	if err := s.ready.Ready(); err != nil {
 		return err
 	}
 	return s.health.Check(s.cfg.UnhealthyAfter)
-}
-
-// watchReady refreshes what Ready reports until Close.
-func (s *Sink) watchReady() {
-	defer close(s.readyDone)
-	tick := time.NewTicker(readyRefresh)
-	defer tick.Stop()
-	for {
-		select {
-		case <-s.stopReady:
-			return
-		case <-tick.C:
-		}
-		s.ready.Store(&readyState{err: s.connState()})
-	}
 }
 
 // connState reads the connection's status; it blocks while a write to the
@@ -232,7 +167,7 @@ func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
 	}
 	msg := s.natsMsg(m)
 	s.mu.RLock()
-	if s.closed {
+	if s.closed || !s.started {
 		s.mu.RUnlock()
 		<-s.window
 		done(bridge.ErrClosed)
@@ -259,9 +194,7 @@ func (s *Sink) ackLoop() {
 		select {
 		case ack := <-p.fut.Ok():
 			if ack != nil && ack.Duplicate {
-				if m := s.metrics.Load(); m != nil {
-					(*m).Deduplicated()
-				}
+				s.metrics.Deduplicated()
 			}
 		case err = <-p.fut.Err():
 		}
@@ -271,24 +204,22 @@ func (s *Sink) ackLoop() {
 	}
 }
 
-// classify is the sink's one classification of JetStream write errors
-// (natsconn.Permanent): a message too large is wrapped with
-// bridge.ErrTooLarge, any other refusal for good (a JetStream API error
-// 400) with bridge.ErrRejected, both keeping the server's error, so the
-// worker dead-letters the message at once with it as Nr-Error. Everything
-// else (not connected, timeouts, no responders, 503) is returned as it is
-// and retried.
+// classify gives a JetStream write error its meaning through
+// natsconn.WrapWrite, the one classification of NATS write errors: a
+// message too large is wrapped with bridge.ErrTooLarge, any other refusal
+// for good (a JetStream API error 400) with bridge.ErrRejected, both
+// keeping the server's error, so the worker dead-letters the message at
+// once with it as Nr-Error. Everything else (not connected, timeouts, no
+// responders, 503) is retried.
 func (s *Sink) classify(msg *nats.Msg, err error) error {
 	if err == nil {
 		return nil
 	}
-	switch {
-	case natsconn.TooLarge(err):
-		return fmt.Errorf("publish %s: %d bytes with headers (max_payload %d): %w: %w", msg.Subject, msgSize(msg), s.nc.MaxPayload(), bridge.ErrTooLarge, err)
-	case natsconn.Permanent(err):
-		return fmt.Errorf("publish %s: %w: %w", msg.Subject, bridge.ErrRejected, err)
+	op := "publish " + msg.Subject
+	if natsconn.TooLarge(err) {
+		op = fmt.Sprintf("%s: %d bytes with headers (max_payload %d)", op, msgSize(msg), s.nc.MaxPayload())
 	}
-	return fmt.Errorf("publish %s: %w", msg.Subject, err)
+	return natsconn.WrapWrite(op, err, bridge.ErrTooLarge, bridge.ErrRejected)
 }
 
 // msgSize is about what msg counts against max_payload: its payload and
@@ -369,31 +300,33 @@ func (s *Sink) deadLetterMsg(m *bridge.Message) *nats.Msg {
 	subject := s.subject(m)
 	limit := int(s.nc.MaxPayload()) - len(subject) - deadLetterMargin
 	hs, data := m.FittedDeadLetter(HeaderMsgID, limit, natsconn.MaxHeaderBytes-deadLetterMargin)
-	h := make(nats.Header, len(hs))
-	for _, x := range hs {
-		h[x.Name] = append(h[x.Name], x.Value)
-	}
-	return &nats.Msg{Subject: subject, Header: h, Data: data}
+	return &nats.Msg{Subject: subject, Header: natsconn.Header(hs), Data: data}
 }
 
-// Close stops intake and waits (until ctx ends) for every pending publish to
-// resolve, so written messages are still acknowledged to MQTT. It does not
-// close the NATS connection, which the caller owns and drains.
+// Close stops intake (later writes get bridge.ErrClosed) and waits (until
+// ctx ends) for every pending publish to resolve, so written messages are
+// still acknowledged to MQTT, and for the sink's goroutines. It does not
+// close the NATS connection, which the caller owns and drains. Calling it
+// again, or on a sink never started, is harmless.
 func (s *Sink) Close(ctx context.Context) error {
 	s.mu.Lock()
+	started := s.started
 	if !s.closed {
 		s.closed = true
 		close(s.pending)
-		close(s.stopReady)
-		s.repairer.Stop()
 	}
 	s.mu.Unlock()
-	for _, done := range []<-chan struct{}{s.done, s.readyDone, s.repairer.Done()} {
+	s.repairer.Stop()
+	if !started {
+		return nil
+	}
+	for _, done := range []<-chan struct{}{s.done, s.repairer.Done()} {
 		select {
 		case <-done:
 		case <-ctx.Done():
 			return fmt.Errorf("close jetstream sink: %w", ctx.Err())
 		}
 	}
+	s.ready.Close()
 	return nil
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
@@ -17,11 +19,7 @@ import (
 )
 
 func config() natsjs.Config {
-	return natsjs.Config{
-		SubjectPrefix: "nr", EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", DLQStream: "NR_DLQ",
-		ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: time.Minute,
-		PublishWindow: 64, AckTimeout: time.Second,
-	}
+	return natsjs.Config{Streams: natsconn.Streams{SubjectPrefix: "nr", DLQStream: "NR_DLQ", ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: time.Minute}, EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", PublishWindow: 64, AckTimeout: time.Second}
 }
 
 func TestConflictingStreamIsUsedWithWarning(t *testing.T) {
@@ -38,7 +36,7 @@ func TestConflictingStreamIsUsedWithWarning(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	sink, err := natsjs.New(ctx, nc, config(), log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, config(), log, nil)
 	if err != nil {
 		t.Fatalf("New with a conflicting stream: %v", err)
 	}
@@ -64,7 +62,7 @@ func TestUnmanagedMissingStreamFails(t *testing.T) {
 	cfg.ManageStreams = false
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, err = natsjs.New(ctx, nc, cfg, log)
+	_, err = bridgetest.StartNATSSink(ctx, nc, cfg, log, nil)
 	if err == nil || !strings.Contains(err.Error(), "stream NR_EVENTS not found and NATS_MANAGE_STREAMS=false") {
 		t.Fatalf("err = %v", err)
 	}

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -44,13 +43,10 @@ func (s *Source) handle(ctx context.Context, r *kgo.Record) error {
 		return nil
 	}
 	var c bridge.Command
-	if err == nil {
-		c, err = bridge.ParseCommand(r.Value, time.Now(), s.limits)
-	}
 	if err != nil {
-		s.pub.Refused(bridge.SourceStream, err)
+		err = s.in.Refuse(bridge.SourceStream, err)
 	} else {
-		_, err = s.pub.Publish(ctx, t, c, bridge.SourceStream)
+		c, _, err = s.in.Submit(ctx, bridge.SourceStream, t, r.Value)
 		if err == nil {
 			if s.log.Enabled(ctx, slog.LevelDebug) {
 				s.log.Debug("command published", "topic", t.MQTTTopic(), "correlation_id", c.CorrelationID,
@@ -63,8 +59,8 @@ func (s *Source) handle(ctx context.Context, r *kgo.Record) error {
 		return fmt.Errorf("command at %s/%d@%d: %w", r.Topic, r.Partition, r.Offset, ctx.Err())
 	}
 	if bridge.Retryable(err) {
-		// Retried until it succeeds or the TTL runs out: ParseCommand
-		// then fails with ErrExpired and the command is dead-lettered.
+		// Retried until it succeeds or the TTL runs out: Submit then
+		// fails with ErrExpired and the command is dead-lettered.
 		return err
 	}
 	return s.deadLetter(ctx, r, err)
@@ -115,7 +111,7 @@ func (s *Source) deadLetter(ctx context.Context, r *kgo.Record, reason error) er
 	if err != nil {
 		return fmt.Errorf("dead-letter command at %s/%d@%d to %s: %w", r.Topic, r.Partition, r.Offset, dl.Topic, err)
 	}
-	s.pub.DeadLettered(reason)
+	s.in.DeadLettered(reason)
 	s.log.Warn("command dead-lettered", "kafka_topic", r.Topic, "partition", r.Partition, "offset", r.Offset,
 		"key", string(key), "err", bridge.ReasonLine(reason))
 	return nil
@@ -166,9 +162,5 @@ func deadLetterHeaders(r *kgo.Record, reason error) []bridge.Header {
 // headers but the bridge's own.
 func (s *Source) deadLetterRecord(key []byte, headers []bridge.Header, value []byte, limit int) *kgo.Record {
 	hs, v := bridge.FitDeadLetter(headers, value, limit)
-	dl := &kgo.Record{Topic: s.conn.DLQTopic, Key: key, Value: v, Headers: make([]kgo.RecordHeader, len(hs))}
-	for i, h := range hs {
-		dl.Headers[i] = kgo.RecordHeader{Key: h.Name, Value: []byte(h.Value)}
-	}
-	return dl
+	return &kgo.Record{Topic: s.conn.DLQTopic, Key: key, Value: v, Headers: kafkaconn.Headers(hs)}
 }

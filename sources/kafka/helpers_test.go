@@ -63,7 +63,7 @@ func startPublisher(t *testing.T, brokerURL string) *publisher.Publisher {
 // of a group needs its own.
 func startNamedPublisher(t *testing.T, brokerURL, clientID string) *publisher.Publisher {
 	t.Helper()
-	pub := publisher.New(mqttConfig(brokerURL, clientID), bridge.DefaultCommandLimits(), testLogger())
+	pub := publisher.New(mqttConfig(brokerURL, clientID), testLogger(), nil)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +77,24 @@ func startNamedPublisher(t *testing.T, brokerURL, clientID string) *publisher.Pu
 
 // startSource starts a commands source, stopped at cleanup (unless the
 // test stopped it).
-func startSource(t *testing.T, cfg kafkaconn.Config, pub kafkasource.Publisher, pollRecords int) *kafkasource.Source {
+func startSource(t *testing.T, cfg kafkaconn.Config, pub bridge.Publisher, pollRecords int) *kafkasource.Source {
 	t.Helper()
-	src, err := kafkasource.New(cfg, kafkasource.Config{PollRecords: pollRecords, Concurrency: 4}, pub, bridge.DefaultCommandLimits(), testLogger())
+	// The intake of pub, as the bridge builds it: scoped to the test's
+	// ORG_ID, counting through the test's metrics; the publisher's MQTT
+	// client ID names the group member.
+	orgID, instanceID := "", ""
+	var m bridge.IntakeMetrics
+	if sp, ok := pub.(interface{ scope() string }); ok {
+		orgID = sp.scope()
+	}
+	if ip, ok := pub.(interface{ ClientID() string }); ok {
+		instanceID = ip.ClientID()
+	}
+	if mp, ok := pub.(interface{ intakeMetrics() bridge.IntakeMetrics }); ok {
+		m = mp.intakeMetrics()
+	}
+	in := bridge.NewIntake(pub, bridge.DefaultCommandLimits(), orgID, m)
+	src, err := kafkasource.New(cfg, kafkasource.Config{PollRecords: pollRecords, Concurrency: 4}, in, instanceID, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,11 +29,18 @@ type reasonPublisher struct {
 	reasons []string
 }
 
-func (p *reasonPublisher) DeadLettered(err error) {
-	p.mu.Lock()
-	p.reasons = append(p.reasons, bridge.ReasonOf(err))
-	p.mu.Unlock()
-	p.Publisher.DeadLettered(err)
+// intakeMetrics makes the test's intake count through the publisher.
+func (p *reasonPublisher) intakeMetrics() bridge.IntakeMetrics { return reasonMetrics{p} }
+
+// reasonMetrics records the reason of every dead letter the intake counts.
+type reasonMetrics struct{ p *reasonPublisher }
+
+func (reasonMetrics) CommandRefused(string, string) {}
+
+func (m reasonMetrics) DeadLettered(reason string) {
+	m.p.mu.Lock()
+	m.p.reasons = append(m.p.reasons, reason)
+	m.p.mu.Unlock()
 }
 
 func (p *reasonPublisher) deadLettered() []string {

@@ -8,7 +8,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
@@ -17,11 +16,11 @@ import (
 
 // startScopedPublisher starts a publisher scoped to orgID (ORG_ID), stopped
 // at cleanup, and waits for its connection.
-func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) *publisher.Publisher {
+func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) scopedPublisher {
 	t.Helper()
 	cfg := mqttConfig(brokerURL, clientID)
 	cfg.OrgID = orgID
-	pub := publisher.New(cfg, bridge.DefaultCommandLimits(), testLogger())
+	pub := publisher.New(cfg, testLogger(), nil)
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -31,8 +30,16 @@ func startScopedPublisher(t *testing.T, brokerURL, clientID, orgID string) *publ
 		_ = pub.Close(ctx)
 	})
 	testserver.WaitFor(t, 10*time.Second, "publisher connected", func() bool { return pub.Ready() == nil })
-	return pub
+	return scopedPublisher{pub, orgID}
 }
+
+// scopedPublisher is a publisher with the ORG_ID its intake is scoped to.
+type scopedPublisher struct {
+	*publisher.Publisher
+	org string
+}
+
+func (p scopedPublisher) scope() string { return p.org }
 
 // Issue 18.2: replicas with different ORG_ID and KAFKA_GROUP left empty
 // join a group per scope (nr-bridge-acme, nr-bridge-globex); each publishes
@@ -116,5 +123,3 @@ func TestScopedGroupStartsFromSharedOffsets(t *testing.T) {
 		t.Fatalf("agent received %d messages, want the 9 before and the one after, each once", n)
 	}
 }
-
-var _ interface{ OrgID() string } = (*publisher.Publisher)(nil)

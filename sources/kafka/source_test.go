@@ -241,7 +241,7 @@ func TestRetryUntilBrokerUpOrTTLRunsOut(t *testing.T) {
 	}
 }
 
-var _ kafkasource.Publisher = (*publisher.Publisher)(nil)
+var _ kafkasource.Intake = (*bridge.Intake)(nil)
 
 // slowPublisher is the real publisher with a delay before each publish.
 type slowPublisher struct {

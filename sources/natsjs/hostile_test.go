@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
@@ -18,7 +20,6 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
 	"github.com/nr-bridge/nr-bridge/sources/natsjs"
 )
 
@@ -30,11 +31,18 @@ type reasonPublisher struct {
 	reasons []string
 }
 
-func (p *reasonPublisher) DeadLettered(err error) {
-	p.mu.Lock()
-	p.reasons = append(p.reasons, bridge.ReasonOf(err))
-	p.mu.Unlock()
-	p.Publisher.DeadLettered(err)
+// intakeMetrics makes the test's intake count through the publisher.
+func (p *reasonPublisher) intakeMetrics() bridge.IntakeMetrics { return reasonMetrics{p} }
+
+// reasonMetrics records the reason of every dead letter the intake counts.
+type reasonMetrics struct{ p *reasonPublisher }
+
+func (reasonMetrics) CommandRefused(string, string) {}
+
+func (m reasonMetrics) DeadLettered(reason string) {
+	m.p.mu.Lock()
+	m.p.reasons = append(m.p.reasons, reason)
+	m.p.mu.Unlock()
 }
 
 func (p *reasonPublisher) deadLettered() []string {
@@ -54,16 +62,16 @@ func startReasonReplica(t *testing.T, natsURL string, mqtt *mqttconn.Config) *re
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	sink, err := sinknatsjs.New(ctx, nc, streamsConfig(), log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, streamsConfig(), log, nil)
 	if err != nil {
 		nc.Close()
 		t.Fatal(err)
 	}
-	pub := &reasonPublisher{Publisher: publisher.New(mqtt, bridge.CommandLimits{}, log)}
+	pub := &reasonPublisher{Publisher: publisher.New(mqtt, log, nil)}
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	src := natsjs.New(sink.JetStream(), sourceConfig(), streamsConfig(), pub, log)
+	src := natsjs.New(mustJetStream(t, nc), sourceConfig(), streamsConfig().Streams, intakeOf(pub), log)
 	if err := src.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -7,14 +7,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
+
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/publisher"
 	"github.com/nr-bridge/nr-bridge/internal/testclient"
 	"github.com/nr-bridge/nr-bridge/internal/testserver"
-	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
 	"github.com/nr-bridge/nr-bridge/sources/natsjs"
 )
 
@@ -31,18 +31,18 @@ func startScopedReplica(t *testing.T, natsURL, brokerURL, clientID, orgID, consu
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	sink, err := sinknatsjs.New(ctx, nc, streamsConfig(), log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, streamsConfig(), log, nil)
 	if err != nil {
 		nc.Close()
 		t.Fatal(err)
 	}
-	pub := &countingPublisher{Publisher: publisher.New(mqtt, bridge.CommandLimits{}, log)}
+	pub := &countingPublisher{Publisher: publisher.New(mqtt, log, nil), org: orgID}
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := sourceConfig()
 	cfg.Consumer = consumer
-	src := natsjs.New(sink.JetStream(), cfg, streamsConfig(), pub, log)
+	src := natsjs.New(mustJetStream(t, nc), cfg, streamsConfig().Streams, intakeOf(pub), log)
 	if err := src.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -51,18 +51,7 @@ func mqttConfig(brokerURL, clientID string) *mqttconn.Config {
 }
 
 func streamsConfig() sinknatsjs.Config {
-	return sinknatsjs.Config{
-		SubjectPrefix:   "nr",
-		EventsStream:    "NR_EVENTS",
-		RepliesStream:   "NR_REPLIES",
-		DLQStream:       "NR_DLQ",
-		ManageStreams:   true,
-		Replicas:        1,
-		MaxAge:          time.Hour,
-		DuplicateWindow: time.Minute,
-		PublishWindow:   100,
-		AckTimeout:      5 * time.Second,
-	}
+	return sinknatsjs.Config{Streams: natsconn.Streams{SubjectPrefix: "nr", DLQStream: "NR_DLQ", ManageStreams: true, Replicas: 1, MaxAge: time.Hour, DuplicateWindow: time.Minute}, EventsStream: "NR_EVENTS", RepliesStream: "NR_REPLIES", PublishWindow: 100, AckTimeout: 5 * time.Second}
 }
 
 func sourceConfig() natsjs.Config {
@@ -81,6 +70,7 @@ func sourceConfig() natsjs.Config {
 type countingPublisher struct {
 	*publisher.Publisher
 	published atomic.Int64
+	org       string // ORG_ID of its intake
 }
 
 func (p *countingPublisher) Publish(ctx context.Context, t bridge.Target, c bridge.Command, source string) (bridge.PublishResult, error) {
@@ -107,16 +97,16 @@ func startReplica(t *testing.T, natsURL string, mqtt *mqttconn.Config) *replica 
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	sink, err := sinknatsjs.New(ctx, nc, streamsConfig(), log)
+	sink, err := bridgetest.StartNATSSink(ctx, nc, streamsConfig(), log, nil)
 	if err != nil {
 		nc.Close()
 		t.Fatal(err)
 	}
-	pub := &countingPublisher{Publisher: publisher.New(mqtt, bridge.CommandLimits{}, log)}
+	pub := &countingPublisher{Publisher: publisher.New(mqtt, log, nil)}
 	if err := pub.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	src := natsjs.New(sink.JetStream(), sourceConfig(), streamsConfig(), pub, log)
+	src := natsjs.New(mustJetStream(t, nc), sourceConfig(), streamsConfig().Streams, intakeOf(pub), log)
 	if err := src.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -492,4 +482,32 @@ func TestSourceStopKeepsCommands(t *testing.T) {
 	startReplica(t, ns.URL(), mqttConfig(broker.URL(), "bridge-b"))
 	testserver.WaitFor(t, 20*time.Second, "3 commands", func() bool { return len(sub.received()) >= 3 })
 	testserver.WaitFor(t, 10*time.Second, "NR_COMMANDS empty", func() bool { return testclient.StreamCount(js, "NR_COMMANDS") == 0 })
+}
+
+func (p *countingPublisher) scope() string { return p.org }
+
+// mustJetStream is a JetStream context on nc, as the bridge gives the
+// commands source.
+func mustJetStream(t *testing.T, nc *nats.Conn) jetstream.JetStream {
+	t.Helper()
+	js, err := natsconn.JetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
+// intakeOf is the intake of pub, as the bridge builds it: scoped to the
+// test's ORG_ID (scope), counting through the test's metrics
+// (intakeMetrics) when pub has them.
+func intakeOf(pub bridge.Publisher) *bridge.Intake {
+	orgID := ""
+	var m bridge.IntakeMetrics
+	if sp, ok := pub.(interface{ scope() string }); ok {
+		orgID = sp.scope()
+	}
+	if mp, ok := pub.(interface{ intakeMetrics() bridge.IntakeMetrics }); ok {
+		m = mp.intakeMetrics()
+	}
+	return bridge.NewIntake(pub, bridge.DefaultCommandLimits(), orgID, m)
 }

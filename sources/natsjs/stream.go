@@ -9,24 +9,16 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/nr-bridge/nr-bridge/internal/backoff"
-	sinknatsjs "github.com/nr-bridge/nr-bridge/sinks/natsjs"
+	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 )
 
 // streamConfig is the commands stream: a work queue (a message is removed
-// once acked or terminated) on disk, with the sink's replicas, max age and
+// once acked or terminated) on disk, with the shared replicas, max age and
 // dedupe window, so upstream services may set Nats-Msg-Id.
-func streamConfig(cfg Config, streams sinknatsjs.Config) jetstream.StreamConfig {
+func streamConfig(cfg Config, streams natsconn.Streams) jetstream.StreamConfig {
 	p := streams.SubjectPrefix
-	return jetstream.StreamConfig{
-		Name:        cfg.Stream,
-		Description: "nr-bridge: commands to nodes (work queue)",
-		Subjects:    []string{p + ".org.*.node.*.cmd", p + ".org.*.broadcast.cmd"},
-		Storage:     jetstream.FileStorage,
-		Retention:   jetstream.WorkQueuePolicy,
-		Replicas:    streams.Replicas,
-		MaxAge:      streams.MaxAge,
-		Duplicates:  streams.DuplicateWindow,
-	}
+	return streams.Stream(cfg.Stream, "nr-bridge: commands to nodes (work queue)", jetstream.WorkQueuePolicy,
+		p+".org.*.node.*.cmd", p+".org.*.broadcast.cmd")
 }
 
 // consumerConfig is the durable name binds to, with the same settings on
@@ -50,35 +42,24 @@ func consumerConfig(cfg Config, name string, filters []string) jetstream.Consume
 // setup creates or checks the stream and creates or updates the consumer,
 // retrying while the server is unreachable until ctx ends.
 func (s *Source) setup(ctx context.Context) (jetstream.Consumer, error) {
-	backoff := backoff.Exponential(500*time.Millisecond, 10*time.Second)
-	for attempt := 0; ; attempt++ {
-		cons, err := s.ensure(ctx)
-		if err == nil {
-			return cons, nil
-		}
-		if !sinknatsjs.Transient(err) {
-			return nil, err
-		}
-		s.log.Warn("JetStream not reachable yet, retrying", "err", err, "attempt", attempt)
-		select {
-		case <-time.After(backoff(attempt)):
-		case <-ctx.Done():
-			return nil, fmt.Errorf("set up commands stream: %w (last error: %v)", ctx.Err(), err)
-		}
-	}
+	var cons jetstream.Consumer
+	err := backoff.UntilReachable(ctx, "set up commands stream", s.log, "JetStream not reachable yet, retrying",
+		func(err error) bool { return !natsconn.Unreachable(err) },
+		func(ctx context.Context) (err error) {
+			cons, err = s.ensure(ctx)
+			return err
+		})
+	return cons, err
 }
 
+// ensure sets up the stream (natsconn.Streams.SetUp) and the durable
+// consumer, adopting one whose settings cannot change in place
+// (natsconn.Adopt).
 func (s *Source) ensure(ctx context.Context) (jetstream.Consumer, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	sc := streamConfig(s.cfg, s.streams)
-	var err error
-	if s.streams.ManageStreams {
-		err = sinknatsjs.EnsureStream(ctx, s.js, sc, s.log)
-	} else {
-		err = sinknatsjs.CheckStream(ctx, s.js, sc.Name)
-	}
-	if err != nil {
+	if err := s.streams.SetUp(ctx, s.js, sc, s.log); err != nil {
 		return nil, err
 	}
 	cons, err := s.js.CreateOrUpdateConsumer(ctx, sc.Name, consumerConfig(s.cfg, s.consumer, s.filters))
@@ -87,10 +68,7 @@ func (s *Source) ensure(ctx context.Context) (jetstream.Consumer, error) {
 		return cons, nil
 	}
 	var apiErr *jetstream.APIError
-	if !errors.As(err, &apiErr) {
-		return nil, fmt.Errorf("create or update consumer %s on %s: %w", s.consumer, sc.Name, err)
-	}
-	if len(s.filters) > 0 && (apiErr.ErrorCode == errCodeWQMultipleUnfiltered || apiErr.ErrorCode == errCodeWQNotUnique) {
+	if errors.As(err, &apiErr) && len(s.filters) > 0 && (apiErr.ErrorCode == errCodeWQMultipleUnfiltered || apiErr.ErrorCode == errCodeWQNotUnique) {
 		// The work queue already has the shared unfiltered consumer (an
 		// earlier version's, or an unscoped replica's), which every
 		// message would also match: keep using it, as before.
@@ -103,13 +81,19 @@ func (s *Source) ensure(ctx context.Context) (jetstream.Consumer, error) {
 	}
 	// A setting that cannot change in place (the ack policy, say): use the
 	// consumer as it is rather than crash-loop, and say why.
-	cons, infoErr := s.js.Consumer(ctx, sc.Name, s.consumer)
-	if infoErr != nil {
-		return nil, fmt.Errorf("create consumer %s on %s: %w", s.consumer, sc.Name, err)
-	}
-	s.log.Warn("commands consumer exists with settings the bridge cannot apply; using it as it is",
-		"stream", sc.Name, "consumer", s.consumer, "err", err)
-	return cons, nil
+	return natsconn.Adopt(ctx,
+		func(context.Context) (jetstream.Consumer, error) { return nil, err },
+		func(ctx context.Context) (jetstream.Consumer, error) { return s.js.Consumer(ctx, sc.Name, s.consumer) },
+		func(cerr error) error {
+			if errors.As(cerr, &apiErr) {
+				return fmt.Errorf("create consumer %s on %s: %w", s.consumer, sc.Name, cerr)
+			}
+			return fmt.Errorf("create or update consumer %s on %s: %w", s.consumer, sc.Name, cerr)
+		},
+		func(cerr error) {
+			s.log.Warn("commands consumer exists with settings the bridge cannot apply; using it as it is",
+				"stream", sc.Name, "consumer", s.consumer, "err", cerr)
+		})
 }
 
 // JetStream's errors for a consumer that would overlap another on a work

@@ -2,6 +2,7 @@ package natsconn
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/nats-io/nats.go"
@@ -69,4 +70,38 @@ func StreamMissing(err error) bool {
 	return errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrBucketNotFound) ||
 		errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamNotFound
+}
+
+// Unreachable reports whether err from setting up a stream, a consumer or
+// a bucket means "server not reachable (yet)" (a timeout, no responders, a
+// reconnecting connection) rather than a refusal from the server, which is
+// worth stopping for: an API error, JetStream not enabled, or a stream that
+// does not exist where the bridge must not create it.
+func Unreachable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return false
+	}
+	return !errors.Is(err, jetstream.ErrJetStreamNotEnabled) && !errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) &&
+		!errors.Is(err, jetstream.ErrStreamNotFound)
+}
+
+// WrapWrite is the one place a JetStream write error gets its meaning for
+// the bridge: err wrapped with op, and with tooLarge when the server
+// refused the message for its size (TooLarge), with rejected when it
+// refused it for good for another reason (Permanent), the server's error
+// kept in both. The caller passes the core's sentinels (bridge.ErrTooLarge,
+// bridge.ErrRejected), which this package does not import; bridge.Classify
+// then says what to do. Any other error is only wrapped with op and is
+// retried. nil stays nil.
+func WrapWrite(op string, err, tooLarge, rejected error) error {
+	switch {
+	case err == nil:
+		return nil
+	case TooLarge(err):
+		return fmt.Errorf("%s: %w: %w", op, tooLarge, err)
+	case Permanent(err):
+		return fmt.Errorf("%s: %w: %w", op, rejected, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }

@@ -1,7 +1,9 @@
 package kafkaconn
 
 import (
+	"crypto/tls"
 	"errors"
+	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -28,4 +30,33 @@ func Permanent(err error) bool {
 // Permanent error that the caller may answer by cutting the record.
 func TooLarge(err error) bool {
 	return errors.Is(err, kerr.MessageTooLarge) || errors.Is(err, kerr.RecordListTooLarge)
+}
+
+// Refused reports whether err is the cluster rejecting the bridge's
+// credentials or the bridge rejecting the cluster's certificate: waiting
+// for the cluster cannot fix it.
+func Refused(err error) bool {
+	var certErr *tls.CertificateVerificationError
+	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) ||
+		errors.As(err, &certErr)
+}
+
+// WrapWrite is the one place a Kafka produce error gets its meaning for
+// the bridge: err wrapped with op, and with tooLarge when the cluster
+// refused the record for its size (TooLarge), with rejected when it refused
+// it for good for another reason (Permanent), the cluster's error kept in
+// both. The caller passes the core's sentinels (bridge.ErrTooLarge,
+// bridge.ErrRejected), which this package does not import; bridge.Classify
+// then says what to do. Any other error is only wrapped with op and is
+// retried. nil stays nil.
+func WrapWrite(op string, err, tooLarge, rejected error) error {
+	switch {
+	case err == nil:
+		return nil
+	case TooLarge(err):
+		return fmt.Errorf("%s: %w: %w", op, tooLarge, err)
+	case Permanent(err):
+		return fmt.Errorf("%s: %w: %w", op, rejected, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }
