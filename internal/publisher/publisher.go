@@ -87,8 +87,6 @@ func (p *Publisher) Observe(o bridge.PublishObserver) { p.observer = o }
 // ClientID is the publisher's MQTT client ID, <MQTT_CLIENT_ID>-pub.
 func (p *Publisher) ClientID() string { return p.clientID }
 
-
-
 // Start opens the connection in the background; autopaho reconnects with
 // the MQTT_RECONNECT_MIN/MAX backoff until Close. It does not wait for the
 // broker (see Ready) and fails only on a bad configuration or a second call.
