@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 )
 
@@ -127,6 +128,24 @@ func Classify(err error) Failure {
 		return Failure{ReasonOther, false, http.StatusInternalServerError}
 	}
 	return Failure{ReasonOther, true, http.StatusInternalServerError}
+}
+
+// BackboneError wraps err, a backbone's answer to the write op, with the
+// core's sentinel for what the backbone package recognised in it: tooLarge
+// (ErrTooLarge), otherwise permanent (ErrRejected), otherwise nothing (a
+// transient failure, retried). natsconn and kafkaconn recognise their
+// library's errors (TooLarge, Permanent) without importing the core; this
+// is the one place that turns what they recognised into the taxonomy.
+func BackboneError(op string, err error, tooLarge, permanent bool) error {
+	switch {
+	case err == nil:
+		return nil
+	case tooLarge:
+		return fmt.Errorf("%s: %w: %w", op, ErrTooLarge, err)
+	case permanent:
+		return fmt.Errorf("%s: %w: %w", op, ErrRejected, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
 }
 
 // ReasonOf is Classify(err).Reason: the dead-letter reason and metric

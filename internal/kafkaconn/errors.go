@@ -3,7 +3,6 @@ package kafkaconn
 import (
 	"crypto/tls"
 	"errors"
-	"fmt"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 )
@@ -39,24 +38,4 @@ func Refused(err error) bool {
 	var certErr *tls.CertificateVerificationError
 	return errors.Is(err, kerr.SaslAuthenticationFailed) || errors.Is(err, kerr.UnsupportedSaslMechanism) ||
 		errors.As(err, &certErr)
-}
-
-// WrapWrite is the one place a Kafka produce error gets its meaning for
-// the bridge: err wrapped with op, and with tooLarge when the cluster
-// refused the record for its size (TooLarge), with rejected when it refused
-// it for good for another reason (Permanent), the cluster's error kept in
-// both. The caller passes the core's sentinels (bridge.ErrTooLarge,
-// bridge.ErrRejected), which this package does not import; bridge.Classify
-// then says what to do. Any other error is only wrapped with op and is
-// retried. nil stays nil.
-func WrapWrite(op string, err, tooLarge, rejected error) error {
-	switch {
-	case err == nil:
-		return nil
-	case TooLarge(err):
-		return fmt.Errorf("%s: %w: %w", op, tooLarge, err)
-	case Permanent(err):
-		return fmt.Errorf("%s: %w: %w", op, rejected, err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
 }

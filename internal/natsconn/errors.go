@@ -2,7 +2,6 @@ package natsconn
 
 import (
 	"errors"
-	"fmt"
 	"net/http"
 
 	"github.com/nats-io/nats.go"
@@ -84,24 +83,4 @@ func Unreachable(err error) bool {
 	}
 	return !errors.Is(err, jetstream.ErrJetStreamNotEnabled) && !errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount) &&
 		!errors.Is(err, jetstream.ErrStreamNotFound)
-}
-
-// WrapWrite is the one place a JetStream write error gets its meaning for
-// the bridge: err wrapped with op, and with tooLarge when the server
-// refused the message for its size (TooLarge), with rejected when it
-// refused it for good for another reason (Permanent), the server's error
-// kept in both. The caller passes the core's sentinels (bridge.ErrTooLarge,
-// bridge.ErrRejected), which this package does not import; bridge.Classify
-// then says what to do. Any other error is only wrapped with op and is
-// retried. nil stays nil.
-func WrapWrite(op string, err, tooLarge, rejected error) error {
-	switch {
-	case err == nil:
-		return nil
-	case TooLarge(err):
-		return fmt.Errorf("%s: %w: %w", op, tooLarge, err)
-	case Permanent(err):
-		return fmt.Errorf("%s: %w: %w", op, rejected, err)
-	}
-	return fmt.Errorf("%s: %w", op, err)
 }

@@ -193,7 +193,7 @@ func (s *Store) Put(ctx context.Context, st *bridge.CommandStatus, rev uint64) (
 	// Documents are cut to fit the bucket, so a refusal for good (size
 	// included) is a bucket whose limit was lowered since: rejected,
 	// classified as every other write.
-	return 0, natsconn.WrapWrite("put status "+key, err, bridge.ErrRejected, bridge.ErrRejected)
+	return 0, bridge.BackboneError("put status "+key, err, false, natsconn.TooLarge(err) || natsconn.Permanent(err))
 }
 
 // repairInterval is how often at most the store sets up a lost bucket

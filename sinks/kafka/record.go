@@ -93,7 +93,7 @@ func (s *Sink) classify(r *kgo.Record, err error) error {
 	if kafkaconn.TooLarge(err) {
 		op = fmt.Sprintf("%s: %d bytes with key and headers (topic limit %d bytes)", op, recordSize(r), s.limits.MaxBytes(r.Topic))
 	}
-	return kafkaconn.WrapWrite(op, err, bridge.ErrTooLarge, bridge.ErrRejected)
+	return bridge.BackboneError(op, err, kafkaconn.TooLarge(err), kafkaconn.Permanent(err))
 }
 
 // recordSize is about what r counts against the topic's limit.

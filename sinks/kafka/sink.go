@@ -26,9 +26,8 @@ import (
 // written from one goroutine keep their order per key.
 //
 // Completions run on the sink's own goroutine, not on franz-go's promise
-// goroutine, because a done callback may call Write again (the worker
-// dead-letters a message from its done), and a Write that waits for space
-// on the goroutine that makes space would deadlock.
+// goroutine, so that a slow done callback never holds back the client. The
+// done rule of bridge.Sink holds: done never calls Write.
 type Sink struct {
 	conn   kafkaconn.Config
 	cfg    Config
@@ -163,8 +162,9 @@ func (s *Sink) Ready() error {
 
 // Write produces m asynchronously; see bridge.Sink. done(nil) means the
 // record is acknowledged by all in-sync replicas. A dead letter does not
-// wait for the window: the worker writes one from its done callback, and
-// waiting there for a slot that only completions free would deadlock.
+// wait for the window: it stands for a message whose write already failed,
+// and a window full of failing writes must not hold back the dead letters
+// that let the worker acknowledge again.
 func (s *Sink) Write(ctx context.Context, m *bridge.Message, done func(error)) {
 	slot := m.DeadLetter == ""
 	if slot {

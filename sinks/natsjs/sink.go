@@ -198,7 +198,7 @@ func (s *Sink) ackLoop() {
 			}
 		case err = <-p.fut.Err():
 		}
-		<-s.window // before done, which may write again
+		<-s.window // before done: its caller may write the next message at once
 		s.observe(err)
 		p.done(s.classify(p.fut.Msg(), err))
 	}
@@ -219,7 +219,7 @@ func (s *Sink) classify(msg *nats.Msg, err error) error {
 	if natsconn.TooLarge(err) {
 		op = fmt.Sprintf("%s: %d bytes with headers (max_payload %d)", op, msgSize(msg), s.nc.MaxPayload())
 	}
-	return natsconn.WrapWrite(op, err, bridge.ErrTooLarge, bridge.ErrRejected)
+	return bridge.BackboneError(op, err, natsconn.TooLarge(err), natsconn.Permanent(err))
 }
 
 // msgSize is about what msg counts against max_payload: its payload and
