@@ -122,11 +122,14 @@ func TestCommandStatusEvicted(t *testing.T) {
 	conn := bridgetest.KafkaConfig(t, k.Brokers(), nil)
 	log := trackLogger(t)
 	open := func(max int) *kafkastatus.Store {
-		st, err := kafkastatus.New(context.Background(), conn, kafkastatus.Config{Topic: "nr.command-status", MaxCommands: max, MaxBytes: 64 << 20}, time.Hour, log)
+		st, err := kafkastatus.New(conn, kafkastatus.Config{Topic: "nr.command-status", MaxCommands: max, MaxBytes: 64 << 20}, time.Hour, log)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = st.Close(context.Background()) })
+		if err := st.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 		return st
 	}
 	store, small := open(1000), open(1)

@@ -114,7 +114,12 @@ func startTrackKafka(t *testing.T) trackBackbone {
 			if err != nil {
 				t.Fatal(err)
 			}
-			store, err := kafkastatus.New(ctx, c, kafkastatus.Config{Topic: "nr.command-status", MaxCommands: 1000, MaxBytes: 64 << 20}, time.Hour, log)
+			store, err := kafkastatus.New(c, kafkastatus.Config{Topic: "nr.command-status", MaxCommands: 1000, MaxBytes: 64 << 20}, time.Hour, log)
+			if err == nil {
+				if err = store.Start(ctx); err != nil {
+					_ = store.Close(ctx)
+				}
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

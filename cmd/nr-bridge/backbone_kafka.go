@@ -32,9 +32,12 @@ func openKafka(ctx context.Context, cfg *Config, log *slog.Logger) (*kafkaBackbo
 	if err := sink.Start(ctx); err != nil {
 		return nil, err
 	}
-	status, err := kafkastatus.New(ctx, cfg.Kafka, cfg.KafkaStatus, cfg.Tracking.Retention(cfg.CommandLimits.MaxTTL), log)
+	status, err := kafkastatus.New(cfg.Kafka, cfg.KafkaStatus, cfg.Tracking.Retention(cfg.CommandLimits.MaxTTL), log)
 	if err != nil {
 		return nil, errors.Join(err, sink.Close(ctx))
+	}
+	if err := status.Start(ctx); err != nil {
+		return nil, errors.Join(err, status.Close(ctx), sink.Close(ctx))
 	}
 	return &kafkaBackbone{sink: sink, status: status, cfg: cfg, log: log}, nil
 }
@@ -53,7 +56,7 @@ func (b *kafkaBackbone) StartCommands(ctx context.Context, in *bridge.Intake, in
 		return err
 	}
 	if err := src.Start(ctx); err != nil {
-		_ = src.Stop(ctx)
+		_ = src.Close(ctx)
 		return err
 	}
 	b.commands = src
@@ -64,7 +67,7 @@ func (b *kafkaBackbone) StopCommands(ctx context.Context) error {
 	if b.commands == nil {
 		return nil
 	}
-	return b.commands.Stop(ctx)
+	return b.commands.Close(ctx)
 }
 
 func (b *kafkaBackbone) Close(ctx context.Context) error {

@@ -82,7 +82,7 @@ func (b *natsBackbone) StopCommands(ctx context.Context) error {
 	if b.commands == nil {
 		return nil
 	}
-	return b.commands.Stop(ctx)
+	return b.commands.Close(ctx)
 }
 
 func (b *natsBackbone) Close(ctx context.Context) error {

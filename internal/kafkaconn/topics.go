@@ -19,7 +19,14 @@ import (
 // hand or fix the settings. It makes one attempt: call it once the cluster
 // is reachable (WaitReachable).
 func EnsureTopics(ctx context.Context, adm *kadm.Client, cfg Config) error {
-	topics := cfg.Topics()
+	return EnsureTopicsWith(ctx, adm, cfg, nil, cfg.Topics()...)
+}
+
+// EnsureTopicsWith is EnsureTopics for the given topics, created with the
+// topic configs (cleanup.policy, retention.ms ...; nil: the broker's
+// defaults): the status store's compacted topic is set up by the same
+// rules as the bridge's other topics.
+func EnsureTopicsWith(ctx context.Context, adm *kadm.Client, cfg Config, configs map[string]*string, topics ...string) error {
 	details, err := adm.ListTopics(ctx, topics...)
 	if err != nil {
 		return fmt.Errorf("describe topics %s: %w", strings.Join(topics, ", "), err)
@@ -41,7 +48,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, cfg Config) error {
 	if !cfg.CreateTopics {
 		return fmt.Errorf("topics %s do not exist and KAFKA_CREATE_TOPICS=false: create them or set KAFKA_CREATE_TOPICS=true", strings.Join(missing, ", "))
 	}
-	resps, err := adm.CreateTopics(ctx, cfg.TopicPartitions, cfg.ReplicationFactor, nil, missing...)
+	resps, err := adm.CreateTopics(ctx, cfg.TopicPartitions, cfg.ReplicationFactor, configs, missing...)
 	if err != nil {
 		return fmt.Errorf("create topics %s: %w", strings.Join(missing, ", "), err)
 	}

@@ -15,6 +15,7 @@ import (
 	"hash/fnv"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -51,6 +52,7 @@ type Store struct {
 	retention time.Duration
 	cl        *kgo.Client
 	adm       *kadm.Client
+	started   atomic.Bool // Start ran the reader, which closes done
 	log       *slog.Logger
 	now       func() time.Time
 	// maxRecord is the largest record value written: the topic's limit
@@ -86,13 +88,10 @@ type listing struct {
 	err    error
 }
 
-// New connects, creates the topic when conn.CreateTopics (compacted, with
-// retention.ms = retention, since records of finished commands must go
-// too), starts reading it from the start and returns once the view caught
-// up with what the topic held (at most 30 s; later records keep coming).
-// retention is how long a status is kept: the largest command TTL plus
-// the grace period.
-func New(ctx context.Context, conn kafkaconn.Config, cfg Config, retention time.Duration, log *slog.Logger) (*Store, error) {
+// New returns a store on the status topic cfg.Topic; it neither talks to
+// the cluster nor starts goroutines: Start does. retention is how long a
+// status is kept: the largest command TTL plus the grace period.
+func New(conn kafkaconn.Config, cfg Config, retention time.Duration, log *slog.Logger) (*Store, error) {
 	log = log.With("component", "status", "backbone", "kafka")
 	opts, err := kafkaconn.Options(conn, log)
 	if err != nil {
@@ -107,28 +106,13 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, retention time.
 	if err != nil {
 		return nil, fmt.Errorf("kafka status client: %w", err)
 	}
-	if err := ensureTopic(ctx, cl, conn, cfg.Topic, retention, log); err != nil {
-		cl.Close()
-		return nil, err
-	}
-	adm := kadm.NewClient(cl)
-	limits := kafkaconn.NewLimits(conn)
-	if err := limits.Load(ctx, adm, cfg.Topic); err != nil {
-		log.Warn("status topic size limit unknown, using KAFKA_MAX_MESSAGE_BYTES", "topic", cfg.Topic, "err", err)
-	}
-	ends, err := adm.ListEndOffsets(ctx, cfg.Topic)
-	if err != nil {
-		cl.Close()
-		return nil, fmt.Errorf("list end offsets of %s: %w", cfg.Topic, err)
-	}
 	rctx, cancel := context.WithCancel(context.Background())
-	s := &Store{
+	return &Store{
 		cfg:       cfg,
 		conn:      conn,
 		retention: retention,
 		cl:        cl,
-		adm:       adm,
-		maxRecord: int(limits.MaxBytes(cfg.Topic)) - recordRoom,
+		adm:       kadm.NewClient(cl),
 		log:       log,
 		now:       time.Now,
 		view:      newView(cfg.MaxCommands, cfg.MaxBytes, retention),
@@ -137,8 +121,29 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, retention time.
 		ctx:       rctx,
 		cancel:    cancel,
 		done:      make(chan struct{}),
+	}, nil
+}
+
+// Start creates the topic when conn.CreateTopics (compacted, with
+// retention.ms = retention, since records of finished commands must go
+// too), starts reading it from the start and returns once the view caught
+// up with what the topic held (at most 30 s; later records keep coming).
+// The reader runs until Close.
+func (s *Store) Start(ctx context.Context) error {
+	if err := ensureTopic(ctx, s.cl, s.conn, s.cfg.Topic, s.retention, s.log); err != nil {
+		return err
 	}
-	go s.read(rctx)
+	limits := kafkaconn.NewLimits(s.conn)
+	if err := limits.Load(ctx, s.adm, s.cfg.Topic); err != nil {
+		s.log.Warn("status topic size limit unknown, using KAFKA_MAX_MESSAGE_BYTES", "topic", s.cfg.Topic, "err", err)
+	}
+	s.maxRecord = int(limits.MaxBytes(s.cfg.Topic)) - recordRoom
+	ends, err := s.adm.ListEndOffsets(ctx, s.cfg.Topic)
+	if err != nil {
+		return fmt.Errorf("list end offsets of %s: %w", s.cfg.Topic, err)
+	}
+	s.started.Store(true)
+	go s.read(s.ctx)
 
 	target := map[int32]int64{}
 	ends.Each(func(o kadm.ListedOffset) {
@@ -150,13 +155,12 @@ func New(ctx context.Context, conn kafkaconn.Config, cfg Config, retention time.
 	defer ccancel()
 	if err := s.waitApplied(cctx, target); err != nil {
 		if ctx.Err() != nil {
-			_ = s.Close(context.Background())
-			return nil, ctx.Err()
+			return ctx.Err()
 		}
-		log.Warn("status view not caught up in time; older statuses appear as they are read", "topic", cfg.Topic, "err", err)
+		s.log.Warn("status view not caught up in time; older statuses appear as they are read", "topic", s.cfg.Topic, "err", err)
 	}
-	log.Info("status topic ready", "topic", cfg.Topic, "retention", retention.String())
-	return s, nil
+	s.log.Info("status topic ready", "topic", s.cfg.Topic, "retention", s.retention.String())
+	return nil
 }
 
 // waitApplied blocks until the view read past the offsets in target.
@@ -380,7 +384,9 @@ func (s *Store) Watch(ctx context.Context, org, correlationID string) (<-chan *b
 func (s *Store) Close(_ context.Context) error {
 	s.cancel()
 	s.cl.Close()
-	<-s.done
+	if s.started.Load() {
+		<-s.done
+	}
 	s.listings.Wait()
 	s.watches.Wait()
 	return nil

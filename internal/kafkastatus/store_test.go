@@ -42,11 +42,14 @@ func open(t *testing.T, c kafkaconn.Config, cfg kafkastatus.Config) *kafkastatus
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s, err := kafkastatus.New(ctx, c, cfg, time.Hour, testLogger())
+	s, err := kafkastatus.New(c, cfg, time.Hour, testLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = s.Close(context.Background()) })
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	return s
 }
 

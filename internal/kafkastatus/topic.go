@@ -16,40 +16,21 @@ import (
 	"github.com/nr-bridge/nr-bridge/internal/ratelog"
 )
 
-// ensureTopic creates the status topic, or checks that it exists.
+// ensureTopic creates the status topic compacted (cleanup.policy
+// compact,delete, retention.ms retention), or checks that it exists, by
+// the rules of every topic of the bridge (kafkaconn.EnsureTopicsWith).
 func ensureTopic(ctx context.Context, cl *kgo.Client, conn kafkaconn.Config, topic string, retention time.Duration, log *slog.Logger) error {
 	if err := kafkaconn.WaitReachable(ctx, cl, log); err != nil {
 		return err
 	}
-	adm := kadm.NewClient(cl)
-	details, err := adm.ListTopics(ctx, topic)
-	if err != nil {
-		return fmt.Errorf("describe topic %s: %w", topic, err)
-	}
-	if d, ok := details[topic]; ok && d.Err == nil {
-		return nil
-	} else if ok && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-		return fmt.Errorf("describe topic %s: %w", topic, d.Err)
-	}
-	if !conn.CreateTopics {
-		return fmt.Errorf("topic %s (KAFKA_STATUS_TOPIC) does not exist and KAFKA_CREATE_TOPICS=false: create it compacted (cleanup.policy=compact,delete) or set KAFKA_CREATE_TOPICS=true", topic)
-	}
 	retentionMS := strconv.FormatInt(retention.Milliseconds(), 10)
-	configs := map[string]*string{
-		"cleanup.policy": ptr("compact,delete"),
-		"retention.ms":   &retentionMS,
-	}
-	resp, err := adm.CreateTopic(ctx, conn.TopicPartitions, conn.ReplicationFactor, configs, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
-		return fmt.Errorf("create topic %s (compacted, retention.ms %s; KAFKA_TOPIC_PARTITIONS, KAFKA_REPLICATION_FACTOR): %w", topic, retentionMS, err)
+	compact := "compact,delete"
+	configs := map[string]*string{"cleanup.policy": &compact, "retention.ms": &retentionMS}
+	if err := kafkaconn.EnsureTopicsWith(ctx, kadm.NewClient(cl), conn, configs, topic); err != nil {
+		return fmt.Errorf("status topic (KAFKA_STATUS_TOPIC, compacted, retention.ms %s): %w", retentionMS, err)
 	}
 	return nil
 }
-
-func ptr(s string) *string { return &s }
 
 // repairInterval is how often at most the store recreates its topic while
 // reads say it does not exist.

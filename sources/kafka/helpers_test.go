@@ -104,7 +104,7 @@ func startSource(t *testing.T, cfg kafkaconn.Config, pub bridge.Publisher, pollR
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		if err := src.Stop(ctx); err != nil {
+		if err := src.Close(ctx); err != nil {
 			t.Errorf("stop source: %v", err)
 		}
 	})

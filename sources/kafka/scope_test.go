@@ -108,7 +108,7 @@ func TestScopedGroupStartsFromSharedOffsets(t *testing.T) {
 	testserver.WaitFor(t, 30*time.Second, "nr-bridge committed everything", func() bool { return allCommitted(adm, kafkaconn.DefaultGroup, "nr.commands") })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := old.Stop(ctx); err != nil {
+	if err := old.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
 

@@ -212,12 +212,12 @@ func (s *Source) hurry() {
 	}
 }
 
-// Stop stops reading: no new poll and no new record; records in progress
+// Close stops reading: no new poll and no new record; records in progress
 // are finished and committed until ctx ends, then abandoned (not committed,
 // read again later). Then it leaves the group, so the partitions move to
 // another member at once, and closes the client. Calling it again is a
 // no-op.
-func (s *Source) Stop(ctx context.Context) error {
+func (s *Source) Close(ctx context.Context) error {
 	s.mu.Lock()
 	started, stopped, cl := s.started, s.stopped, s.cl
 	s.started, s.stopped = true, true // a later Start fails

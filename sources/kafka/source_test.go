@@ -176,7 +176,7 @@ func TestRestartAndRebalanceSkipNothing(t *testing.T) {
 	// The first member stops mid-stream; its partitions move over.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := first.Stop(ctx); err != nil {
+	if err := first.Close(ctx); err != nil {
 		t.Fatalf("stop: %v", err)
 	}
 	// And a third member replaces it (a restart).

@@ -78,7 +78,7 @@ func startReasonReplica(t *testing.T, natsURL string, mqtt *mqttconn.Config) *re
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
-		if err := src.Stop(sctx); err != nil {
+		if err := src.Close(sctx); err != nil {
 			t.Errorf("source Stop: %v", err)
 		}
 		if err := pub.Close(sctx); err != nil {

@@ -49,7 +49,7 @@ func startScopedReplica(t *testing.T, natsURL, brokerURL, clientID, orgID, consu
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
-		if err := src.Stop(sctx); err != nil {
+		if err := src.Close(sctx); err != nil {
 			t.Errorf("source Stop: %v", err)
 		}
 		if err := pub.Close(sctx); err != nil {

@@ -199,12 +199,12 @@ func (s *Source) worker() {
 	}
 }
 
-// Stop stops pulling, hands back (nak) the commands not yet started, and
+// Close stops pulling, hands back (nak) the commands not yet started, and
 // waits for the workers to finish the ones in progress: publish, then ack,
 // dead letter or nak. When ctx ends first, in-progress publishes are
 // aborted and their commands nakked. It does not close the NATS connection,
 // which the caller owns and drains afterwards. Calling it again is a no-op.
-func (s *Source) Stop(ctx context.Context) error {
+func (s *Source) Close(ctx context.Context) error {
 	if s.consumeContext() == nil {
 		return nil
 	}

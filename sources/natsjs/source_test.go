@@ -114,7 +114,7 @@ func startReplica(t *testing.T, natsURL string, mqtt *mqttconn.Config) *replica 
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer scancel()
-		if err := src.Stop(sctx); err != nil {
+		if err := src.Close(sctx); err != nil {
 			t.Errorf("source Stop: %v", err)
 		}
 		if err := pub.Close(sctx); err != nil {
@@ -466,7 +466,7 @@ func TestSourceStopKeepsCommands(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := r.src.Stop(ctx); err != nil {
+	if err := r.src.Close(ctx); err != nil {
 		t.Fatalf("Stop: %v", err)
 	}
 	if n := testclient.StreamCount(js, "NR_COMMANDS"); n != 3 {
