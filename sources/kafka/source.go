@@ -154,7 +154,7 @@ func New(conn kafkaconn.Config, cfg Config, in Intake, instanceID string, log *s
 // commands and dead-letter them as out of scope).
 func (s *Source) Group() string { return s.group }
 
-// Start joins the group and starts reading in the background until Stop.
+// Start joins the group and starts reading in the background until Close.
 // It reads the dead-letter topic's size limit first (for at most 10 s; on
 // failure KAFKA_MAX_MESSAGE_BYTES applies), and gives a derived scoped
 // group that has no committed offsets yet those of the shared group
