@@ -11,6 +11,7 @@ import (
 // Receiver is the set of worker connections of one replica.
 type Receiver struct {
 	workers []*Worker
+	starve  *starveWatch // nil with one worker
 }
 
 // NewReceiver creates cfg.Workers workers writing to sink; opts (such as
@@ -23,6 +24,7 @@ func NewReceiver(cfg *MQTTConfig, sink Sink, log *slog.Logger, opts ...WorkerOpt
 	for _, w := range r.workers {
 		w.peers = r.workers
 	}
+	r.starve = newStarveWatch(cfg, r.workers)
 	return r
 }
 
@@ -36,6 +38,7 @@ func (r *Receiver) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	r.starve.start(ctx)
 	return nil
 }
 
@@ -74,6 +77,7 @@ func (r *Receiver) Ready() error {
 
 // Stop stops all workers in parallel; see Worker.Stop.
 func (r *Receiver) Stop(ctx context.Context) error {
+	r.starve.stop()
 	var wg sync.WaitGroup
 	errs := make([]error, len(r.workers))
 	for i, w := range r.workers {

@@ -71,6 +71,7 @@ type Worker struct {
 	lastWarn   atomic.Int64           // unix nanos of the last write-failure WARN
 	connErr    atomic.Pointer[string] // why the last connection attempt failed; nil once connected
 	certAsked  atomic.Bool            // the broker requested a client certificate we do not have
+	rx         rxCounter              // messages received, for the starvation watch (starve.go)
 
 	staleMu   sync.Mutex
 	staleDone map[string]bool // filters of earlier scopes unsubscribed on this connection
@@ -189,7 +190,7 @@ func (w *Worker) Inflight() int {
 // the configured backoff until Stop. It fails only on a bad configuration.
 func (w *Worker) Start(ctx context.Context) error {
 	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	rm := uint16(w.cfg.MaxInflight)
+	rm := w.cfg.receiveMaximum()
 	cc, err := w.cfg.clientConfig(w.clientID, rm, w.log)
 	if err != nil {
 		return err
@@ -392,6 +393,7 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 	case <-w.stop:
 		return true, nil // not acked: the broker redelivers it to this session
 	}
+	w.rx.add()
 	p := pr.Packet
 	var contentType string
 	var corr []byte
