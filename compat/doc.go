@@ -14,5 +14,7 @@
 //	cd compat && go test -count=1 -v -timeout 60m .
 //
 // COMPAT_BROKERS (comma-separated names from the table) and
-// COMPAT_SCENARIOS (steady, burst, restart, command) narrow a run.
+// COMPAT_SCENARIOS (steady, burst, restart, command) narrow a run;
+// COMPAT_BRIDGE_ENV adds comma-separated KEY=VALUE settings to the
+// bridge's environment (e.g. MQTT_RECEIVE_MAXIMUM=1000).
 package compat

@@ -26,12 +26,16 @@ import (
 // stall the bridge cures is waited out and one it cannot is reported.
 const quiet = 20 * time.Second
 
+// restartDown is how long the killed bridge stays down: at 1,000 events/s
+// its two sessions queue about 1,500 events each, more than gmqtt's
+// default queue (1,000) holds.
+const restartDown = 3 * time.Second
+
 // cell is one scenario's outcome on one broker.
 type cell struct {
 	want                 int // events nr-sim was told to send
 	acked, arrived, dups int
-	starved              int  // "MQTT worker starved" WARNs of the bridge
-	stalled              bool // the stream stopped growing before every acked event arrived
+	starved              int // "MQTT worker starved" WARNs of the bridge
 	text                 string
 }
 
@@ -45,9 +49,6 @@ func (c cell) String() string {
 	}
 	if lost := c.acked - c.arrived; lost > 0 {
 		s += fmt.Sprintf(", **%d lost**", lost)
-		if c.stalled {
-			s += " (stalled)"
-		}
 	}
 	if c.dups > 0 {
 		s += fmt.Sprintf(", %d dup", c.dups)
@@ -176,6 +177,9 @@ func (e *runEnv) startBridge(t *testing.T) {
 	b.cmd = exec.Command(e.bins.bridge)
 	b.cmd.Env = append(os.Environ(), "BACKBONE=nats", "MQTT_URL="+e.mqttURL, "NATS_URL="+e.nats.URL(),
 		"MQTT_CLIENT_ID=compat-"+e.id, "HTTP_ADDR="+b.http, "LOG_LEVEL=info")
+	if extra := os.Getenv("COMPAT_BRIDGE_ENV"); extra != "" {
+		b.cmd.Env = append(b.cmd.Env, strings.Split(extra, ",")...)
+	}
 	b.cmd.Stdout, b.cmd.Stderr = b.log, b.log
 	if err := b.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -238,7 +242,7 @@ func (e *runEnv) events(t *testing.T, perNode int, rate float64, killAfter time.
 	if killAfter > 0 {
 		time.Sleep(killAfter)
 		e.bridge.kill()
-		time.Sleep(time.Second)
+		time.Sleep(restartDown)
 		e.startBridge(t)
 	}
 	// nr-sim exits once every event is acknowledged; a broker that stops
@@ -276,7 +280,6 @@ func (e *runEnv) events(t *testing.T, perNode int, rate float64, killAfter time.
 			c.dups += n - 1
 		}
 	}
-	c.stalled = c.arrived < c.acked
 	return c
 }
 
