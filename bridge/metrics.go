@@ -51,6 +51,10 @@ type Metrics interface {
 	// metrics are collected. Registering a name again replaces the
 	// function.
 	TrackOldestInflight(worker string, age func() time.Duration)
+	// WorkerStarved counts a reconnect of worker (its client ID) because
+	// the broker starved it: it received nothing while its sibling
+	// workers kept receiving (MQTT_STARVE_TIMEOUT).
+	WorkerStarved(worker string)
 }
 
 // DropReserved is the reason label of nr_bridge_properties_dropped_total
@@ -117,6 +121,9 @@ func (NopMetrics) TrackInflight(string, func() int) {}
 
 // PropertiesDropped does nothing.
 func (NopMetrics) PropertiesDropped(string, int) {}
+
+// WorkerStarved does nothing.
+func (NopMetrics) WorkerStarved(string) {}
 
 // TrackOldestInflight does nothing.
 func (NopMetrics) TrackOldestInflight(string, func() time.Duration) {}

@@ -19,6 +19,7 @@ func (w *Worker) onPublish(pr paho.PublishReceived) (bool, error) {
 	case <-w.stop:
 		return true, nil // not acked: the broker redelivers it to this session
 	}
+	w.rx.add()
 	p := pr.Packet
 	var contentType string
 	var corr []byte

@@ -14,6 +14,7 @@ import (
 // Receiver is the set of worker connections of one replica.
 type Receiver struct {
 	workers []*Worker
+	starve  *starveWatch // nil with one worker
 }
 
 // NewReceiver creates cfg.Workers workers writing to sink and counting in
@@ -26,6 +27,7 @@ func NewReceiver(cfg *mqttconn.Config, sink bridge.Sink, log *slog.Logger, m bri
 	for _, w := range r.workers {
 		w.peers = r.workers
 	}
+	r.starve = newStarveWatch(cfg, r.workers)
 	return r
 }
 
@@ -39,6 +41,7 @@ func (r *Receiver) Start(ctx context.Context) error {
 			return err
 		}
 	}
+	r.starve.start(ctx)
 	return nil
 }
 
@@ -77,6 +80,7 @@ func (r *Receiver) Ready() error {
 
 // Close stops all workers in parallel; see Worker.Close.
 func (r *Receiver) Close(ctx context.Context) error {
+	r.starve.stop()
 	var wg sync.WaitGroup
 	errs := make([]error, len(r.workers))
 	for i, w := range r.workers {

@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/ingest"

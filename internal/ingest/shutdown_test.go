@@ -3,9 +3,10 @@ package ingest_test
 import (
 	"context"
 	"fmt"
-	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 	"testing"
 	"time"
+
+	"github.com/nr-bridge/nr-bridge/internal/bridgetest"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"

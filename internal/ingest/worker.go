@@ -74,6 +74,7 @@ type Worker struct {
 	writeWarn  *ratelog.Limiter       // the write-failure WARN, at most every 5 s
 	connFails  ratelog.Failures       // failed connection attempts, rate-limited
 	takeover   mqttconn.Takeover      // the broker gave this session to another client
+	rx         rxCounter              // messages received, for the starvation watch (starve.go)
 	connErr    atomic.Pointer[string] // why the last connection attempt failed; nil once connected
 	certAsked  atomic.Bool            // the broker requested a client certificate we do not have
 
@@ -190,7 +191,7 @@ func (w *Worker) Inflight() int {
 // the configured backoff until Close. It fails only on a bad configuration.
 func (w *Worker) Start(ctx context.Context) error {
 	w.ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	rm := uint16(w.cfg.MaxInflight)
+	rm := w.cfg.ReceiveMax()
 	cc, err := w.cfg.ClientConfig(w.clientID, rm, w.log)
 	if err != nil {
 		return err

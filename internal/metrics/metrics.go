@@ -75,6 +75,7 @@ type Metrics struct {
 	mqttConnected *prometheus.GaugeVec
 	inflight      *funcGauges
 	oldest        *funcGauges
+	starved       *prometheus.CounterVec // starve.go
 	backboneCheck atomic.Pointer[func() error]
 	httpRequests  *prometheus.CounterVec
 	status        *statusSeries // commandstatus.go
@@ -145,6 +146,7 @@ func New(backbone, version string) *Metrics {
 	}, m.backboneConnected))
 	m.httpRequests = f.counterVec("http_requests_total", "HTTP requests served, by route pattern and status code.", "route", "code")
 	m.status = newStatusSeries(f)
+	m.starved = newStarvedSeries(f)
 	return m
 }
 
@@ -200,6 +202,7 @@ func (m *Metrics) MQTTConnected(connection string, up bool) {
 // TrackInflight implements bridge.Metrics.
 func (m *Metrics) TrackInflight(worker string, inflight func() int) {
 	m.inflight.set(worker, func() float64 { return float64(inflight()) })
+	m.starved.WithLabelValues(worker) // at 0 from the start, so increase() sees the first
 }
 
 // TrackOldestInflight implements bridge.Metrics.

@@ -39,10 +39,12 @@ type Config struct {
 	ConnectTimeout time.Duration `env:"MQTT_CONNECT_TIMEOUT" envDefault:"10s" desc:"timeout of one connection attempt"`
 	ReconnectMin   time.Duration `env:"MQTT_RECONNECT_MIN" envDefault:"500ms" desc:"first reconnect delay (never zero), doubled per failed attempt"`
 	ReconnectMax   time.Duration `env:"MQTT_RECONNECT_MAX" envDefault:"5s" desc:"longest reconnect delay; short, because until a worker is back and subscribed the broker discards events as no-subscriber (Mosquitto does not persist shared subscriptions)"`
-	MaxInflight    int           `env:"MQTT_MAX_INFLIGHT" envDefault:"1000" desc:"un-acked messages a worker holds at most (also sent as Receive Maximum)"`
+	MaxInflight    int           `env:"MQTT_MAX_INFLIGHT" envDefault:"1000" desc:"un-acked messages a worker holds at most; what the broker may send beyond them (MQTT_RECEIVE_MAXIMUM) waits unread"`
 	AckInterval    time.Duration `env:"MQTT_ACK_INTERVAL" envDefault:"10ms" desc:"how often a worker sends the PUBACKs of written messages"`
 	TCPQuickAck    bool          `env:"MQTT_TCP_QUICKACK" envDefault:"true" desc:"acknowledge the broker's TCP segments at once (Linux TCP_QUICKACK): sub-millisecond delivery from a broker with Nagle on, for some CPU at moderate rates; false = the kernel's delayed ACKs"`
 	PublishTimeout time.Duration `env:"MQTT_PUBLISH_TIMEOUT" envDefault:"10s" desc:"how long the command publisher waits for a PUBACK"`
+	ReceiveMaximum int           `env:"MQTT_RECEIVE_MAXIMUM" envDefault:"65535" desc:"Receive Maximum a worker sends in CONNECT: how many un-acked messages the broker may send it (1 to 65535; 0 = MQTT_MAX_INFLIGHT). Past MQTT_MAX_INFLIGHT they wait in the connection's buffer; the broker's own in-flight limit applies too"`
+	StarveTimeout  time.Duration `env:"MQTT_STARVE_TIMEOUT" envDefault:"5s" desc:"a subscribed worker that holds nothing un-acked and received nothing this long while its sibling workers received at least 20 x MQTT_WORKERS messages reconnects with its session (Mochi/Comqtt send-quota stall): WARN log, nr_bridge_worker_starved_total (0 = 5s)"`
 	StallTimeout   time.Duration `env:"MQTT_STALL_TIMEOUT" envDefault:"2m" desc:"a worker whose oldest un-acked message waited longer is reported stalled: WARN log and /readyz not ready (0 = 2m)"`
 }
 
@@ -116,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInflight < 1 || c.MaxInflight > 65535 {
 		return fmt.Errorf("MQTT_MAX_INFLIGHT must be between 1 and 65535, got %d", c.MaxInflight)
+	}
+	if err := c.validateStarve(); err != nil {
+		return err
 	}
 	if c.AckInterval < time.Millisecond || c.AckInterval > time.Second {
 		return fmt.Errorf("MQTT_ACK_INTERVAL must be between 1ms and 1s, got %s", c.AckInterval)

@@ -995,11 +995,27 @@ func (c *Client) Disconnect(d *Disconnect) error {
 		})
 	}
 	_, err := d.Packet().WriteTo(c.config.Conn)
+	if err == nil {
+		// nr-bridge patch: give the server the time to read what was sent
+		// before DISCONNECT (the PUBACKs above) and close the connection
+		// itself, at most disconnectLinger. Closing at once can leave them
+		// unread in the server's socket buffer when a new connection with
+		// the same client ID takes the session over right after, and the
+		// server then redelivers those messages.
+		select {
+		case <-c.done:
+		case <-time.After(disconnectLinger):
+		}
+	}
 
 	c.close()
 
 	return err
 }
+
+// disconnectLinger bounds how long Disconnect waits for the server to close
+// the connection after DISCONNECT (nr-bridge patch).
+const disconnectLinger = time.Second
 
 // AddOnPublishReceived adds a function that will be called when a PUBLISH is received
 // The new function will be called after any functions already in the list
