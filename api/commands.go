@@ -191,6 +191,8 @@ func writeCommandError(w http.ResponseWriter, err error) {
 		field = fe.Field
 	case errors.Is(err, errBadWait):
 		field = "wait"
+	case errors.Is(err, errBadLimit):
+		field = "limit"
 	}
 	msg := err.Error()
 	if status == http.StatusInternalServerError {

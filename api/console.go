@@ -3,7 +3,6 @@ package api
 import (
 	"context"
 	"embed"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net/http"
@@ -11,6 +10,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/dlqtail"
 	"github.com/nr-bridge/nr-bridge/internal/metrics"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
@@ -151,30 +151,18 @@ type deadLettersBody struct {
 
 // errDeadLettersUnavailable means the dead-letter stream or topic cannot
 // be read now (backbone not open yet, or not reachable): 503.
-var errDeadLettersUnavailable = errors.New("dead letters not available")
+var errDeadLettersUnavailable error = &classedError{"dead letters not available", bridge.ErrStatusUnavailable}
 
 // deadLetters serves GET /org/{orgId}/deadletters?limit=N.
 func deadLetters(d DeadLetterReader, orgID string) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		org, ok := orgRoute(w, r, orgID)
-		if !ok {
-			return
-		}
-		limit, err := parseLimit(r)
+	return orgListing(orgID, func(ctx context.Context, org string, limit int) (any, error) {
+		es, err := d.Recent(ctx, org, limit)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error(), "limit")
-			return
-		}
-		es, err := d.Recent(r.Context(), org, limit)
-		if err != nil {
-			w.Header().Set("Retry-After", fmt.Sprint(RetryAfter))
-			writeError(w, http.StatusServiceUnavailable, fmt.Sprintf("%v: %v", errDeadLettersUnavailable, err), "")
-			return
+			return nil, fmt.Errorf("%w: %w", errDeadLettersUnavailable, err)
 		}
 		if es == nil {
 			es = []dlqtail.Entry{}
 		}
-		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusOK, deadLettersBody{DeadLetters: es})
+		return deadLettersBody{DeadLetters: es}, nil
 	})
 }

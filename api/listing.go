@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -27,7 +26,7 @@ const (
 )
 
 // errBadLimit means ?limit is not a whole number from 1 to MaxListLimit.
-var errBadLimit = fmt.Errorf("limit must be a whole number from 1 to %d", MaxListLimit)
+var errBadLimit error = &classedError{fmt.Sprintf("limit must be a whole number from 1 to %d", MaxListLimit), bridge.ErrBadRequest}
 
 // listBody is the answer of GET /org/{orgId}/commands.
 type listBody struct {
@@ -59,10 +58,12 @@ func orgRoute(w http.ResponseWriter, r *http.Request, orgID string) (string, boo
 	return org, true
 }
 
-// listCommands serves GET /org/{orgId}/commands?limit=N: the org's
-// newest command statuses, each refreshed as of now (a command whose TTL
-// passed reads expired even before a replica recorded it).
-func listCommands(l CommandLister, orgID string, now func() time.Time) http.Handler {
+// orgListing serves a GET of an org's newest items (?limit=N): the org
+// checked (orgRoute), the limit parsed (400 "field": "limit"), fetch asked,
+// its error mapped like every API error (bridge.Classify; an error the
+// taxonomy does not know is the backbone not answering: 503), the items
+// answered with Cache-Control no-store.
+func orgListing(orgID string, fetch func(ctx context.Context, org string, limit int) (any, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		org, ok := orgRoute(w, r, orgID)
 		if !ok {
@@ -70,16 +71,30 @@ func listCommands(l CommandLister, orgID string, now func() time.Time) http.Hand
 		}
 		limit, err := parseLimit(r)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, err.Error(), "limit")
+			writeCommandError(w, err)
 			return
 		}
-		sts, err := l.List(r.Context(), org, limit)
+		body, err := fetch(r.Context(), org, limit)
 		if err != nil {
-			if !errors.Is(err, bridge.ErrStatusUnavailable) {
+			if bridge.Classify(err).HTTPStatus == http.StatusInternalServerError {
 				err = fmt.Errorf("%w: %w", bridge.ErrStatusUnavailable, err)
 			}
 			writeCommandError(w, err)
 			return
+		}
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusOK, body)
+	})
+}
+
+// listCommands serves GET /org/{orgId}/commands?limit=N: the org's
+// newest command statuses, each refreshed as of now (a command whose TTL
+// passed reads expired even before a replica recorded it).
+func listCommands(l CommandLister, orgID string, now func() time.Time) http.Handler {
+	return orgListing(orgID, func(ctx context.Context, org string, limit int) (any, error) {
+		sts, err := l.List(ctx, org, limit)
+		if err != nil {
+			return nil, err
 		}
 		t := now()
 		for _, s := range sts {
@@ -88,7 +103,6 @@ func listCommands(l CommandLister, orgID string, now func() time.Time) http.Hand
 		if sts == nil {
 			sts = []*bridge.CommandStatus{}
 		}
-		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusOK, listBody{Commands: sts})
+		return listBody{Commands: sts}, nil
 	})
 }

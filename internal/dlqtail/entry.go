@@ -12,6 +12,8 @@
 package dlqtail
 
 import (
+	"context"
+	"fmt"
 	"slices"
 	"strconv"
 	"time"
@@ -105,4 +107,19 @@ func reasonOf(label string) string {
 		return label
 	}
 	return bridge.ReasonOther
+}
+
+// bounds checks the org and the limit of a Recent call and gives ctx the
+// default deadline when it has none; limit 0 means there is nothing to
+// read. The caller defers cancel.
+func bounds(ctx context.Context, org string, limit int) (context.Context, context.CancelFunc, int, error) {
+	if !bridge.ValidID(org) {
+		return ctx, func() {}, 0, fmt.Errorf("dead letters of org %q: %w", org, bridge.ErrInvalidID)
+	}
+	limit = min(limit, MaxLimit)
+	if _, ok := ctx.Deadline(); ok || limit <= 0 {
+		return ctx, func() {}, max(limit, 0), nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, defaultTimeout)
+	return ctx, cancel, limit, nil
 }

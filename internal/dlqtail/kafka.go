@@ -10,7 +10,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/kafkaconn"
 )
 
@@ -33,17 +32,10 @@ func NewKafka(conn kafkaconn.Config, log *slog.Logger) *Kafka {
 // letters, newest first by record time, from the newest DefaultScan
 // records of each partition. An empty topic is no error.
 func (r *Kafka) Recent(ctx context.Context, org string, limit int) ([]Entry, error) {
-	if !bridge.ValidID(org) {
-		return nil, fmt.Errorf("dead letters of org %q: %w", org, bridge.ErrInvalidID)
-	}
-	limit = min(limit, MaxLimit)
-	if limit <= 0 {
-		return nil, nil
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
-		defer cancel()
+	ctx, cancel, limit, err := bounds(ctx, org, limit)
+	defer cancel()
+	if err != nil || limit == 0 {
+		return nil, err
 	}
 	opts, err := kafkaconn.Options(r.conn, r.log)
 	if err != nil {

@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/nr-bridge/nr-bridge/bridge"
 )
 
 // natsMsgSize is the header a headers-only consumer sets to the size of
@@ -42,17 +40,10 @@ func NewNATS(js jetstream.JetStream, stream, prefix string) *NATS {
 // reads headers only (an ordered consumer with headers_only: the payload
 // never leaves the server) in one batch. An empty stream is no error.
 func (r *NATS) Recent(ctx context.Context, org string, limit int) ([]Entry, error) {
-	if !bridge.ValidID(org) {
-		return nil, fmt.Errorf("dead letters of org %q: %w", org, bridge.ErrInvalidID)
-	}
-	limit = min(limit, MaxLimit)
-	if limit <= 0 {
-		return nil, nil
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, defaultTimeout)
-		defer cancel()
+	ctx, cancel, limit, err := bounds(ctx, org, limit)
+	defer cancel()
+	if err != nil || limit == 0 {
+		return nil, err
 	}
 	s, err := r.js.Stream(ctx, r.stream)
 	if err != nil {
