@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/nr-bridge/nr-bridge/bridge"
 )
@@ -35,11 +36,13 @@ type backbone interface {
 }
 
 // openBackbone connects the configured backbone. It blocks until the
-// backbone is reachable and set up, or ctx ends.
-func openBackbone(ctx context.Context, cfg *Config, log *slog.Logger, m bridge.Metrics) (backbone, error) {
+// backbone is reachable and set up, or ctx ends. While it waits, progress
+// (when set) answers why it is not open yet, for /readyz: the backbone's
+// (redacted) address and its last connection error.
+func openBackbone(ctx context.Context, cfg *Config, log *slog.Logger, m bridge.Metrics, progress *atomic.Pointer[func() error]) (backbone, error) {
 	switch cfg.Backbone {
 	case "nats":
-		return openNATS(ctx, cfg, log, m)
+		return openNATS(ctx, cfg, log, m, progress)
 	case "kafka":
 		return openKafka(ctx, cfg, log)
 	default:

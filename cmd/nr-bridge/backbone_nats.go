@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -11,6 +13,7 @@ import (
 	"github.com/nr-bridge/nr-bridge/bridge"
 	"github.com/nr-bridge/nr-bridge/internal/natsconn"
 	"github.com/nr-bridge/nr-bridge/internal/natsstatus"
+	"github.com/nr-bridge/nr-bridge/internal/redact"
 	"github.com/nr-bridge/nr-bridge/sinks/natsjs"
 	cmdnatsjs "github.com/nr-bridge/nr-bridge/sources/natsjs"
 )
@@ -28,10 +31,24 @@ type natsBackbone struct {
 	log      *slog.Logger
 }
 
-func openNATS(ctx context.Context, cfg *Config, log *slog.Logger, m bridge.Metrics) (*natsBackbone, error) {
-	nc, err := natsconn.Connect(cfg.NATS, "nr-bridge "+cfg.MQTT.ClientID, log)
+func openNATS(ctx context.Context, cfg *Config, log *slog.Logger, m bridge.Metrics, progress *atomic.Pointer[func() error]) (*natsBackbone, error) {
+	var lastFail atomic.Pointer[error]
+	nc, err := natsconn.ConnectWatched(cfg.NATS, "nr-bridge "+cfg.MQTT.ClientID, log, func(err error) { lastFail.Store(&err) })
 	if err != nil {
 		return nil, err
+	}
+	if progress != nil {
+		url := redact.URLs(cfg.NATS.URL)
+		why := func() error {
+			if p := lastFail.Load(); p != nil && !nc.IsConnected() {
+				return fmt.Errorf("connecting to NATS %s: %w", url, *p)
+			}
+			if nc.IsConnected() {
+				return fmt.Errorf("connected to NATS %s, setting up JetStream streams", url)
+			}
+			return fmt.Errorf("connecting to NATS %s", url)
+		}
+		progress.Store(&why)
 	}
 	sink, err := natsjs.New(nc, cfg.JetStream, log, m)
 	if err == nil {

@@ -126,8 +126,10 @@ func TestBinaryShowsNoSecrets(t *testing.T) {
 			"MQTT_URL": pwBroker.URL(), "MQTT_USERNAME": "bridge", "MQTT_PASSWORD": "right-mqtt-pw",
 			"NATS_URL": "nats://" + leakNATSURLUser + ":" + leakNATSURLPass + "@" + closedPort,
 		}, check: func(t *testing.T, l *leakProbe) {
-			l.waitLog(t, "NATS connection attempt failed")
-			l.waitReadyz(t, `"backbone":"connecting"`)
+			// Issue 14: the log line and /readyz name the (redacted) URL
+			// and the dial error, not just "connecting".
+			l.waitLog(t, `"msg":"NATS connection attempt failed","component":"nats","url":"nats://redacted@`+closedPort+`"`)
+			l.waitReadyz(t, `"backbone":"connecting to NATS nats://redacted@`+closedPort+`: dial tcp `+closedPort+`: connect: connection refused"`)
 		}},
 		{name: "wrong NATS_PASSWORD", env: map[string]string{
 			"MQTT_URL": pwBroker.URL(), "MQTT_USERNAME": "bridge", "MQTT_PASSWORD": "right-mqtt-pw",

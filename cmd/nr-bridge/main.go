@@ -109,9 +109,13 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	// the parts they look at.
 	var backbonePtr atomic.Pointer[backbone]
 	var receiverPtr atomic.Pointer[ingest.Receiver]
+	var backboneProgress atomic.Pointer[func() error] // why it is not open yet
 	backboneReady := func() error {
 		if b := backbonePtr.Load(); b != nil {
 			return (*b).Ready()
+		}
+		if why := backboneProgress.Load(); why != nil {
+			return (*why)()
 		}
 		return errors.New("connecting")
 	}
@@ -161,7 +165,7 @@ func run(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve() }()
 
-	bb, err := openBackbone(ctx, cfg, log, m)
+	bb, err := openBackbone(ctx, cfg, log, m, &backboneProgress)
 	if err != nil {
 		if ctx.Err() != nil {
 			return errors.Join(stopHTTP(cfg, srv, httpDone), stopPublisher()) // stopped while connecting

@@ -5,7 +5,6 @@
 package natsconn
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nr-bridge/nr-bridge/internal/ratelog"
 	"github.com/nr-bridge/nr-bridge/internal/redact"
 	"github.com/nr-bridge/nr-bridge/internal/tlsfiles"
 )
@@ -108,11 +108,6 @@ func (c *Config) Options() ([]nats.Option, error) {
 	return opts, nil
 }
 
-// failureLogWindow is how long an unchanged connection error is logged at
-// Debug after its WARN: a NATS outage retries every second or two, and the
-// reason does not change from one attempt to the next.
-const failureLogWindow = 30 * time.Second
-
 // Connect returns a connection that reconnects forever. With
 // RetryOnFailedConnect it returns before the server is reachable; callers
 // wait for readiness through their first request. MaxReconnects(-1) matters:
@@ -122,17 +117,31 @@ const failureLogWindow = 30 * time.Second
 // fixing the credentials on the server side is enough to recover.
 //
 // Each failed attempt (refused TCP, failed TLS handshake, authorization
-// violation) is logged with its reason: at WARN when the reason changes or
-// 30 s after the last WARN, else at Debug. The connection owns a small
+// violation) is logged with its reason and the (redacted) URL: the first
+// at WARN, then one WARN per 30 s and Debug in between (ratelog.Failures). The connection owns a small
 // goroutine that reports handshake and authorization failures; it ends when
 // the connection is closed (Close or Drain).
 func Connect(cfg Config, name string, log *slog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	return ConnectWatched(cfg, name, log, nil, extra...)
+}
+
+// ConnectWatched is Connect that also hands every failed attempt's error
+// to onFail (nil: none), for a readiness check that says why the
+// connection is not up. onFail must not block.
+func ConnectWatched(cfg Config, name string, log *slog.Logger, onFail func(error), extra ...nats.Option) (*nats.Conn, error) {
 	log = log.With("component", "nats")
 	auth, err := cfg.Options()
 	if err != nil {
 		return nil, err
 	}
-	fl := &failureLog{log: log}
+	var fl ratelog.Failures
+	url := redact.URLs(cfg.URL)
+	failed := func(err error) {
+		fl.Failed(log, "NATS connection attempt failed", err, "url", url)
+		if onFail != nil {
+			onFail(err)
+		}
+	}
 	closed := make(chan struct{})
 	var closeOnce sync.Once
 	opts := []nats.Option{
@@ -143,7 +152,7 @@ func Connect(cfg Config, name string, log *slog.Logger, extra ...nats.Option) (*
 		nats.ReconnectWait(time.Second),
 		nats.ReconnectJitter(200*time.Millisecond, time.Second),
 		nats.ConnectHandler(func(c *nats.Conn) {
-			fl.reset()
+			fl.Reset()
 			log.Info("NATS connection established", "url", c.ConnectedUrlRedacted())
 		}),
 		nats.DisconnectErrHandler(func(c *nats.Conn, err error) {
@@ -153,14 +162,14 @@ func Connect(cfg Config, name string, log *slog.Logger, extra ...nats.Option) (*
 			log.Warn("NATS connection lost", "err", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			fl.reset()
+			fl.Reset()
 			log.Info("NATS connection established", "url", c.ConnectedUrlRedacted(), "reconnect", true)
 		}),
 		// Called for a refused TCP connection and for the first failed
 		// attempt; handshake and authorization failures of later attempts
 		// only show in the status change watched below.
 		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
-			fl.failed(err)
+			failed(err)
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if sub != nil {
@@ -187,44 +196,10 @@ func Connect(cfg Config, name string, log *slog.Logger, extra ...nats.Option) (*
 				return
 			case <-status:
 				if err := nc.LastError(); err != nil {
-					fl.failed(err)
+					failed(err)
 				}
 			}
 		}
 	}()
 	return nc, nil
-}
-
-// failureLog logs failed connection attempts, one line each, at WARN when
-// the reason is new and at Debug while it repeats.
-type failureLog struct {
-	log *slog.Logger
-
-	mu       sync.Mutex
-	attempt  int
-	lastMsg  string
-	lastWarn time.Time
-}
-
-func (f *failureLog) failed(err error) {
-	f.mu.Lock()
-	f.attempt++
-	attempt := f.attempt
-	msg := err.Error()
-	warn := msg != f.lastMsg || time.Since(f.lastWarn) >= failureLogWindow
-	if warn {
-		f.lastMsg, f.lastWarn = msg, time.Now()
-	}
-	f.mu.Unlock()
-	level := slog.LevelDebug
-	if warn {
-		level = slog.LevelWarn
-	}
-	f.log.Log(context.Background(), level, "NATS connection attempt failed", "err", err, "attempt", attempt)
-}
-
-func (f *failureLog) reset() {
-	f.mu.Lock()
-	f.attempt, f.lastMsg, f.lastWarn = 0, "", time.Time{}
-	f.mu.Unlock()
 }
