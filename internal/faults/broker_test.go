@@ -120,13 +120,18 @@ func mosquittoRestart(t *testing.T, name string, ignoreNoSubscribers bool) (resu
 // Mosquitto silently drops QoS 1 messages it had already acknowledged to
 // the agents. The setting that prevents it is a max_queued_messages sized
 // for the outage (deploy/mosquitto/mosquitto.conf: 100000), as in every
-// other scenario.
+// other scenario. The bridge advertises a Receive Maximum of 100 here: with
+// the default 65,535 Mosquitto 2.0 lets an MQTT v5 client's Receive Maximum
+// override max_inflight_messages, keeps the backlog in flight instead of in
+// the queue, and drops nothing (measured: 4,008 of 4,008 stored).
 func TestBrokerQueueLimitLoses(t *testing.T) {
 	start := time.Now()
 	mq := testserver.StartMosquitto(t, testserver.MosquittoOptions{Persistence: true, MaxQueuedMessages: 100, MaxInflightMessages: 100,
 		ExtraConfig: []string{"sys_interval 1"}})
 	ns := testserver.StartNATS(t, testserver.NATSOptions{})
-	b := startBridge(t, bridgeBinary(t, false), "bridge", natsEnv(mq.URL(), ns.URL(), "fi-queuelimit"))
+	env := natsEnv(mq.URL(), ns.URL(), "fi-queuelimit")
+	env["MQTT_RECEIVE_MAXIMUM"] = "100"
+	b := startBridge(t, bridgeBinary(t, false), "bridge", env)
 	load := startLoad(t, mq.URL(), defaultLoad("queuelimit"))
 	waitSent(t, load, 500)
 
