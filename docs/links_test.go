@@ -153,8 +153,8 @@ func TestRelativeLinksResolve(t *testing.T) {
 
 // TestNothingPointsOutsideTheRepository checks that no tracked file refers
 // readers to files that are not in the repository: the design notes the
-// project started from (../shared, DESIGN.md, FIELD-NOTES) are not part of
-// it; docs/contract.md is the contract.
+// project started from live outside it and are not shipped;
+// docs/contract.md is the contract.
 func TestNothingPointsOutsideTheRepository(t *testing.T) {
 	out, err := exec.Command("git", "-C", "..", "ls-files").Output()
 	if err != nil {

@@ -143,6 +143,7 @@ func deadLetterHeaders(r *kgo.Record, reason error) []bridge.Header {
 		hs = append(hs, bridge.Header{Name: h.Key, Value: string(h.Value)})
 	}
 	hs = append(hs,
+		bridge.Header{Name: bridge.HeaderReason, Value: bridge.ReasonOf(reason)},
 		bridge.Header{Name: bridge.HeaderError, Value: bridge.ReasonLine(reason)},
 		bridge.Header{Name: HeaderSourceTopic, Value: r.Topic},
 		bridge.Header{Name: HeaderSourcePartition, Value: strconv.FormatInt(int64(r.Partition), 10)},

@@ -214,6 +214,7 @@ func TestHugeKeyAndHeaderDeadLettered(t *testing.T) {
 		t.Errorf("huge header: key %q value %q, header blob kept %v", dl.Key, dl.Value, ok)
 	}
 	for name, want := range map[string]string{
+		bridge.HeaderReason:               bridge.ReasonMalformed,
 		bridge.HeaderError:                "not a JSON object: invalid character 'o' in literal null (expecting 'u')",
 		bridge.HeaderDroppedHeaders:       "1",
 		kafkasource.HeaderSourceTopic:     "nr.commands",
@@ -265,6 +266,7 @@ func TestDeadLetterRefusedIsCutToMinimum(t *testing.T) {
 	}
 	dl := dls[0]
 	for name, want := range map[string]string{
+		bridge.HeaderReason:               bridge.ReasonMalformed,
 		bridge.HeaderError:                "not a JSON object: invalid character 'z' looking for beginning of value",
 		bridge.HeaderOriginalSize:         strconv.Itoa(size),
 		kafkasource.HeaderSourceOffset:    strconv.FormatInt(recs[0].Offset, 10),

@@ -32,6 +32,7 @@ const deadLetterMargin = 1024
 func (s *Source) deadLetter(m jetstream.Msg, correlationID string, reason error) {
 	subject := bridge.DeadLetterSubject(s.streams.SubjectPrefix, "cmd")
 	headers := []bridge.Header{
+		{Name: bridge.HeaderReason, Value: bridge.ReasonOf(reason)},
 		{Name: bridge.HeaderError, Value: bridge.ReasonLine(reason)},
 		{Name: bridge.HeaderSubject, Value: bridge.ReasonLine(errors.New(m.Subject()))},
 	}

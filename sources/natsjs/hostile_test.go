@@ -144,8 +144,9 @@ func TestSourceDeadLettersHostileBodies(t *testing.T) {
 	}
 	for _, c := range cases {
 		m := bySubject[c.subject]
-		if got := m.Header.Get(bridge.HeaderError); got != c.wantError || !bytes.Equal(m.Data, c.body) || len(m.Header) != 2 {
-			t.Errorf("%s: Nr-Error %q, headers %v, payload %q; want %q and the body unchanged", c.subject, got, m.Header, m.Data, c.wantError)
+		if got := m.Header.Get(bridge.HeaderError); got != c.wantError || !bytes.Equal(m.Data, c.body) || len(m.Header) != 3 ||
+			m.Header.Get(bridge.HeaderReason) != bridge.ReasonInvalidCommand {
+			t.Errorf("%s: Nr-Error %q, headers %v, payload %q; want %q, Nr-Reason invalid_command and the body unchanged", c.subject, got, m.Header, m.Data, c.wantError)
 		}
 	}
 	if got := pub.deadLettered(); len(got) != len(cases) || strings.Count(strings.Join(got, ","), bridge.ReasonInvalidCommand) != len(cases) {
@@ -182,8 +183,9 @@ func TestSourceDeadLettersNearLimitCommand(t *testing.T) {
 	if got := h.Get(bridge.HeaderError); got != "not a JSON object: invalid character 'x' looking for beginning of value" {
 		t.Errorf("Nr-Error %q", got)
 	}
-	if h.Get(bridge.HeaderSubject) != "nr.org.o1.node.n1.cmd" || h.Get(bridge.HeaderOriginalSize) != strconv.Itoa(size) || len(h) != 3 {
-		t.Errorf("headers %v, want Nr-Error, Nr-Subject and Nr-Original-Size %d", h, size)
+	if h.Get(bridge.HeaderSubject) != "nr.org.o1.node.n1.cmd" || h.Get(bridge.HeaderOriginalSize) != strconv.Itoa(size) ||
+		h.Get(bridge.HeaderReason) != bridge.ReasonMalformed || len(h) != 4 {
+		t.Errorf("headers %v, want Nr-Reason malformed, Nr-Error, Nr-Subject and Nr-Original-Size %d", h, size)
 	}
 	if len(m.Data) >= size || len(m.Data) < size-4096 || !bytes.Equal(m.Data, body[:len(m.Data)]) {
 		t.Errorf("payload %d bytes, want the first bytes of the command, cut just below max_payload", len(m.Data))

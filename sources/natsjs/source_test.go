@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -312,8 +313,8 @@ func TestSourceDeadLetters(t *testing.T) {
 		} else if got != c.wantError {
 			t.Errorf("%s: Nr-Error %q, want %q", c.subject, got, c.wantError)
 		}
-		if len(m.Header) != 2 {
-			t.Errorf("%s: headers %v, want only Nr-Error and Nr-Subject", c.subject, m.Header)
+		if r := m.Header.Get(bridge.HeaderReason); len(m.Header) != 3 || r == bridge.ReasonOther || !slices.Contains(bridge.Reasons, r) {
+			t.Errorf("%s: headers %v, want only Nr-Reason (a known reason), Nr-Error and Nr-Subject", c.subject, m.Header)
 		}
 	}
 	testserver.WaitFor(t, 10*time.Second, "NR_COMMANDS empty (terminated)", func() bool { return testclient.StreamCount(js, "NR_COMMANDS") == 0 })
